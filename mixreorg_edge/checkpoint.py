@@ -1,0 +1,175 @@
+"""Atomic safetensors checkpoints for models and resumable training state (no pickle)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+MODEL_KIND = "model"
+TRAINING_STATE_KIND = "training_state"
+_MAX_LISTED = 5
+
+
+def _storable(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU tensors; a tensor sharing storage with an earlier one is cloned."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in tensors.items():
+        tensor = tensor.detach().cpu().contiguous()
+        ptr = tensor.untyped_storage().data_ptr()
+        if ptr in seen:
+            tensor = tensor.clone()
+        elif ptr != 0:
+            seen.add(ptr)
+        out[name] = tensor
+    return out
+
+
+def atomic_save_safetensors(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> None:
+    """Write ``tensors`` to ``path`` via a fsynced temp file in the same directory and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(_storable(tensors), tmp_name, metadata=metadata)
+        with open(tmp_name, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist the rename on POSIX file systems (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _read(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read every tensor and the metadata of a checkpoint of the given kind."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except SafetensorError as err:
+        raise ValueError(f"not a safetensors file: {path} ({err})") from err
+    found = metadata.get("kind")
+    if found != kind:
+        raise ValueError(f"{path} is not a {kind} checkpoint (kind={found!r})")
+    return tensors, metadata
+
+
+def save_model(model: torch.nn.Module, path: Path, config: dict) -> None:
+    """Save ``model.state_dict()`` with ``config`` JSON-encoded in the metadata."""
+    metadata = {"kind": MODEL_KIND, "config": json.dumps(config)}
+    atomic_save_safetensors(model.state_dict(), path, metadata)
+
+
+def load_model_state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Return ``(state_dict, config)`` from a file written by :func:`save_model`."""
+    tensors, metadata = _read(path, MODEL_KIND)
+    return tensors, json.loads(metadata["config"])
+
+
+def _split(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {name[len(prefix) :]: t for name, t in tensors.items() if name.startswith(prefix)}
+
+
+def _flatten_optimizer_state(state: dict[int, dict]) -> dict[str, torch.Tensor]:
+    """Flatten ``optimizer.state_dict()["state"]`` to ``"<param index>.<state key>"`` tensors."""
+    flat: dict[str, torch.Tensor] = {}
+    for index, param_state in state.items():
+        for key, value in param_state.items():
+            if not isinstance(value, torch.Tensor):
+                raise ValueError(f"optimizer state {index}.{key} is a {type(value).__name__}, not a tensor")
+            flat[f"{index}.{key}"] = value
+    return flat
+
+
+def _optimizer_state(flat: dict[str, torch.Tensor], param_groups: list[dict], optimizer: torch.optim.Optimizer) -> dict:
+    """Rebuild an optimizer state dict; JSON lists go back to tuples where the optimizer uses tuples."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, tensor in flat.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = tensor
+    for saved, current in zip(param_groups, optimizer.param_groups):
+        for key, value in current.items():
+            if isinstance(value, tuple) and isinstance(saved.get(key), list):
+                saved[key] = tuple(saved[key])
+    return {"state": state, "param_groups": param_groups}
+
+
+def save_training_state(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    extra: dict | None = None,
+    rng: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Atomically write model, optimizer, RNG tensors, step and ``extra`` into one safetensors file."""
+    optim_state = optimizer.state_dict()
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"optim.{k}": v for k, v in _flatten_optimizer_state(optim_state["state"]).items()})
+    tensors.update({f"rng.{k}": v for k, v in (rng or {}).items()})
+    metadata = {
+        "kind": TRAINING_STATE_KIND,
+        "step": str(int(step)),
+        "param_groups": json.dumps(optim_state["param_groups"]),
+        "extra": json.dumps(extra or {}),
+    }
+    atomic_save_safetensors(tensors, path, metadata)
+
+
+def _check_model_match(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Raise ValueError when ``state`` does not fit ``model`` exactly (keys and shapes)."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    shapes = [
+        f"{k}: saved {tuple(state[k].shape)} vs model {expected[k]}"
+        for k in sorted(expected.keys() & state.keys())
+        if tuple(state[k].shape) != expected[k]
+    ]
+    problems = [
+        f"{label} ({len(items)}): {items[:_MAX_LISTED]}"
+        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes))
+        if items
+    ]
+    if problems:
+        raise ValueError(f"training state {path} does not match the model; " + "; ".join(problems))
+
+
+def load_training_state(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[int, dict, dict[str, torch.Tensor]]:
+    """Restore ``model`` and ``optimizer`` in place; return ``(step, extra, rng)``."""
+    tensors, metadata = _read(path, TRAINING_STATE_KIND)
+    model_state = _split(tensors, "model.")
+    _check_model_match(model, model_state, Path(path))
+    model.load_state_dict(model_state)
+    param_groups = json.loads(metadata["param_groups"])
+    optimizer.load_state_dict(_optimizer_state(_split(tensors, "optim."), param_groups, optimizer))
+    return int(metadata["step"]), json.loads(metadata["extra"]), _split(tensors, "rng.")

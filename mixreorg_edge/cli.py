@@ -1,0 +1,150 @@
+"""`mixreorg-edge`: a thin Typer layer; every verb parses options and calls one library function."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Callable, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="MixReorg teacher -> mobile students -> edge runtimes.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets: generate the built-in synthetic caption world.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable)
+
+
+def _user_errors(func: F) -> F:
+    """Turn expected bad-input errors into one clear red line and exit status 2 (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from .data.shards import ShardIndexError
+
+        try:
+            return func(*args, **kwargs)
+        except (FileNotFoundError, FileExistsError, ValueError, ShardIndexError) as error:
+            err_console.print(f"[bold red]error:[/] {error}")
+            raise typer.Exit(code=2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@data_app.command("synth")
+@_user_errors
+def data_synth(
+    out: Path = typer.Option(..., "--out", help="Output directory (train shards + val folder)."),
+    train: int = typer.Option(20000, "--train", help="Training image-caption pairs."),
+    val: int = typer.Option(500, "--val", help="Validation images with masks."),
+    size: int = typer.Option(64, "--size", help="Image side in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Generator seed (same seed, same world)."),
+) -> None:
+    """Generate the synthetic caption world: WebDataset training shards and a labelled validation folder."""
+    from .data.synth import write_synthetic_world
+
+    summary = write_synthetic_world(out, train=train, val=val, size=size, seed=seed)
+    console.print(f"wrote {train} training pairs and {val} validation images to [bold]{out}[/]")
+    console.print_json(json.dumps(summary, default=str))
+
+
+@app.command("train-teacher")
+@_user_errors
+def train_teacher_cmd(
+    data: Path = typer.Option(..., "--data", help="Directory of WebDataset shards (key.jpg + key.txt), or its parent."),
+    preset: str = typer.Option("toy", "--preset", help="toy | vit-s"),
+    out: Path = typer.Option(..., "--out", help="Run directory to create (or resume)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Train for N optimizer steps."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", help="Train for M minutes of training time."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Override the preset's batch size."),
+    save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N steps."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    init_image: Optional[Path] = typer.Option(None, "--init-image", help="Local timm/DeiT ViT checkpoint."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Override the preset's seed."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="MixReorg ablation variant (default: full)."),
+) -> None:
+    """Train the MixReorg teacher on image-caption shards."""
+    from .teacher.ablation import apply_variant
+    from .teacher.presets import get_preset
+    from .teacher.train import train_teacher
+
+    if steps is not None and minutes is not None:
+        raise ValueError("give --steps or --minutes, not both")
+    teacher_cfg, train_cfg = get_preset(preset)
+    if variant is not None:
+        apply_variant(teacher_cfg, variant)
+    train_cfg.steps, train_cfg.minutes = steps, minutes
+    if steps is None and minutes is None:
+        train_cfg.steps = 1000
+        console.print("no --steps/--minutes given: training for 1000 steps")
+    for name, value in (("batch_size", batch_size), ("save_every", save_every), ("seed", seed)):
+        if value is not None:
+            setattr(train_cfg, name, value)
+    result = train_teacher(data, out, teacher_cfg, train_cfg, resume=resume, init_image=init_image)
+    console.print(
+        f"trained {result.steps} steps in {result.seconds / 60:.1f} min, final loss {result.final_loss:.3f}, "
+        f"{result.corrupt_images} corrupt images skipped -> [bold]{result.run}[/]"
+    )
+
+
+@app.command("eval")
+@_user_errors
+def eval_cmd(
+    model: Path = typer.Option(..., "--model", help="Run directory (or model.safetensors) of a teacher."),
+    data: Path = typer.Option(..., "--data", help="Segmentation folder (images/, masks/<label-set>/, classes.json)."),
+    label_set: str = typer.Option("objects", "--label-set", help="objects | context (or any set in classes.json)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the scores as JSON here."),
+    templates: Optional[str] = typer.Option(None, "--templates", help="simple | ensemble (default: the model's)."),
+) -> None:
+    """Zero-shot segmentation mIoU with GroupViT's protocol."""
+    from .pipeline import evaluate_run
+
+    scores = evaluate_run(model, data, label_set, templates=templates, show_progress=True)
+    _print_scores(scores)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(scores, indent=2) + "\n")
+        console.print(f"scores written to [bold]{json_out}[/]")
+
+
+@app.command("quickstart")
+@_user_errors
+def quickstart_cmd(
+    out: Path = typer.Option(Path("runs/quickstart"), "--out", help="Where everything goes."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", help="Teacher training minutes (with --from-scratch)."),
+    from_scratch: bool = typer.Option(False, "--from-scratch", help="Train the toy teacher instead of the shipped one."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic world and of training."),
+) -> None:
+    """Synthetic data -> toy teacher -> zero-shot evaluation, with a summary.json of every artifact and figure."""
+    from .pipeline import quickstart
+
+    summary = quickstart(out, minutes=minutes, from_scratch=from_scratch, seed=seed, console=console)
+    table = Table(title="quickstart")
+    table.add_column("item")
+    table.add_column("value")
+    for key, value in summary.items():
+        table.add_row(key, f"{value:.2f}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+def _print_scores(scores: dict) -> None:
+    table = Table(title=f"{scores['label_set']}: mIoU {scores['miou']:.2f} over {scores['num_images']} images")
+    table.add_column("class")
+    table.add_column("IoU", justify="right")
+    for name, iou in scores["per_class_iou"].items():
+        table.add_row(name, "-" if iou is None else f"{iou:.2f}")
+    console.print(table)
+    console.print(f"pixel accuracy {scores['pixel_accuracy']:.2f}  mean accuracy {scores['mean_accuracy']:.2f}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Folder segmentation datasets for zero-shot evaluation.
+
+Layout::
+
+    ROOT/images/{key}.jpg|jpeg|png
+    ROOT/masks/{label_set}/{key}.png   # mode L (or P), class indices, 255 = ignore
+    ROOT/classes.json                  # {"label_sets": {name: [class, ...]},
+                                       #  "background_words": {name: [word, ...]}}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+MASK_MODES = ("L", "P")
+
+
+def _read_classes(root: Path, label_set: str) -> tuple[list[str], list[str]]:
+    """Return ``(classes, background_words)`` of ``label_set`` from ``root/classes.json``."""
+    path = root / "classes.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"classes.json not found: {path}")
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"invalid JSON in {path}: {err}") from err
+    label_sets = spec.get("label_sets") if isinstance(spec, dict) else None
+    if not isinstance(label_sets, dict):
+        raise ValueError(f'{path} has no "label_sets" object')
+    if label_set not in label_sets:
+        raise ValueError(f"unknown label set {label_set!r} in {path}; available: {sorted(label_sets)}")
+    classes = label_sets[label_set]
+    if not classes:
+        raise ValueError(f"label set {label_set!r} has no classes")
+    background = (spec.get("background_words") or {}).get(label_set) or []
+    return [str(c) for c in classes], [str(w) for w in background]
+
+
+def _list_images(images_dir: Path) -> dict[str, Path]:
+    """Map key -> image path for the images in ``images_dir``."""
+    files = sorted(p for p in images_dir.glob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"no images ({'/'.join(IMAGE_SUFFIXES)}) found in {images_dir}")
+    images: dict[str, Path] = {}
+    for path in files:
+        if path.stem in images:
+            raise ValueError(f"two images share the key {path.stem!r}: {images[path.stem].name}, {path.name}")
+        images[path.stem] = path
+    return images
+
+
+class SegmentationFolder:
+    """Images with per-label-set class-index masks, read from a folder."""
+
+    def __init__(self, root: Path | str, label_set: str) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"dataset root not found: {self.root}")
+        self.label_set = label_set
+        self.classes, self.background_words = _read_classes(self.root, label_set)
+        self._images = _list_images(self.root / "images")
+        self._keys = list(self._images)
+        masks_dir = self.root / "masks" / label_set
+        missing = [k for k in self._keys if not (masks_dir / f"{k}.png").is_file()]
+        if missing:
+            raise ValueError(
+                f"image {missing[0]!r} has no mask {masks_dir / (missing[0] + '.png')}"
+                f" ({len(missing)} image(s) without a mask)"
+            )
+        self._masks_dir = masks_dir
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __getitem__(self, i: int) -> tuple[Image.Image, np.ndarray, str]:
+        """Return the RGB image, its (H, W) uint8 mask and its key."""
+        key = self._keys[i]
+        with Image.open(self._images[key]) as img:
+            image = img.convert("RGB")
+        with Image.open(self._masks_dir / f"{key}.png") as m:
+            if m.mode not in MASK_MODES:
+                raise ValueError(f"mask of {key!r} has mode {m.mode}; expected one of {MASK_MODES}")
+            mask = np.array(m, dtype=np.uint8)
+        if mask.shape != (image.height, image.width):
+            raise ValueError(f"mask of {key!r} is {mask.shape[::-1]} but the image is {image.size}")
+        return image, mask, key

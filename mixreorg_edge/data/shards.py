@@ -1,0 +1,220 @@
+"""Random-access image-caption data from WebDataset tar shards.
+
+Shards are plain (uncompressed) tar files whose members are named ``{key}.{ext}``
+as img2dataset writes them. A sample is usable when it has an image
+(``jpg``/``jpeg``/``png``) and a caption (``txt``). The index stores the byte
+offset of each member so any sample can be read by seeking, which makes the
+batch for a training step a pure function of ``(seed, step)`` and resumption exact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png")
+CAPTION_EXTENSION = "txt"
+# WebDataset convention: the key is everything up to the first dot of the base name.
+_MEMBER_NAME = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+
+
+class ShardIndexError(RuntimeError):
+    """Shards are missing, unreadable, or hold no usable sample."""
+
+
+class CorruptImageError(ValueError):
+    """Image bytes could not be decoded."""
+
+
+def find_shards(data: Path | str) -> list[Path]:
+    """Return the sorted shards in ``data``: the file itself, ``data/*.tar`` or else ``data/train/*.tar``."""
+    data = Path(data)
+    if not data.exists():
+        raise FileNotFoundError(f"data directory not found: {data}")
+    if data.is_file():
+        if data.suffix != ".tar":
+            raise ShardIndexError(f"not a .tar shard: {data}")
+        return [data]
+    for folder in (data, data / "train"):
+        shards = sorted(p for p in folder.glob("*.tar") if p.is_file())
+        if shards:
+            return shards
+    raise ShardIndexError(f"no .tar shards found in {data} or {data / 'train'}")
+
+
+def _scan_members(path: Path) -> tuple[dict[str, dict[str, tuple[int, int]]], bool]:
+    """Map each key to ``{extension: (data offset, size)}``; the flag says the shard is truncated.
+
+    A truncated shard is indexed up to its last complete member.
+    """
+    members: dict[str, dict[str, tuple[int, int]]] = {}
+    file_size = path.stat().st_size
+    try:
+        tar = tarfile.open(path, mode="r:")
+    except tarfile.TarError as err:
+        raise ShardIndexError(f"cannot read shard {path}: {err}") from err
+    with tar:
+        try:
+            for info in tar:
+                if info.offset_data + info.size > file_size:
+                    return members, True
+                match = _MEMBER_NAME.match(info.name)
+                if info.isfile() and match is not None:
+                    members.setdefault(match.group(1), {})[match.group(2).lower()] = (info.offset_data, info.size)
+        except tarfile.ReadError:
+            return members, True
+        # tarfile stops silently at a cut header or a missing end-of-archive block.
+        return members, file_size - tar.offset < tarfile.BLOCKSIZE
+
+
+def _complete_samples(members: dict[str, dict[str, tuple[int, int]]]) -> list[tuple[int, int, int, int]]:
+    """``(image_offset, image_size, caption_offset, caption_size)`` of samples with an image and a caption."""
+    samples = []
+    for parts in members.values():
+        image = next((parts[e] for e in IMAGE_EXTENSIONS if e in parts), None)
+        caption = parts.get(CAPTION_EXTENSION)
+        if image is not None and caption is not None:
+            samples.append((*image, *caption))
+    return samples
+
+
+class ImageTextShards:
+    """Random-access view over WebDataset shards (an index of member offsets built by scanning tar headers with `tarfile`).
+
+    ``incomplete`` counts keys lacking an image or a caption; ``truncated_shards`` lists
+    shards that end early (their complete members are still used).
+    """
+
+    def __init__(self, data: Path | str) -> None:
+        self.shards = find_shards(data)
+        self.incomplete = 0
+        self.truncated_shards: list[Path] = []
+        shard_ids: list[int] = []
+        rows: list[tuple[int, int, int, int]] = []
+        for shard_id, path in enumerate(self.shards):
+            members, truncated = _scan_members(path)
+            if truncated:
+                self.truncated_shards.append(path)
+            samples = _complete_samples(members)
+            self.incomplete += len(members) - len(samples)
+            shard_ids.extend([shard_id] * len(samples))
+            rows.extend(samples)
+        if not rows:
+            raise ShardIndexError(
+                f"no complete image+caption samples in {len(self.shards)} shard(s) under {data} "
+                f"({self.incomplete} incomplete)"
+            )
+        self._shard = np.asarray(shard_ids, dtype=np.int32)
+        self._offsets = np.asarray(rows, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._shard)
+
+    def read(self, index: int) -> tuple[bytes, str]:
+        """Return the raw image bytes and the stripped caption of sample ``index``."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample index {index} out of range for {len(self)} samples")
+        image_offset, image_size, caption_offset, caption_size = (int(v) for v in self._offsets[index])
+        with open(self.shards[self._shard[index]], "rb") as f:
+            f.seek(image_offset)
+            image = f.read(image_size)
+            f.seek(caption_offset)
+            caption = f.read(caption_size)
+        return image, caption.decode("utf-8", errors="replace").strip()
+
+
+def decode_image(data: bytes, size: int) -> torch.Tensor:
+    """Decode image bytes to a uint8 RGB tensor (3, size, size): short side resized to ``size``, then center crop."""
+    if size <= 0:
+        raise ValueError(f"image size must be positive, got {size}")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale that still covers `size`
+            img.load()
+            rgb = img.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise CorruptImageError(f"cannot decode image ({len(data)} bytes): {err}") from err
+    return torch.from_numpy(np.array(_resize_center_crop(rgb, size))).permute(2, 0, 1).contiguous()
+
+
+def _resize_center_crop(img: Image.Image, size: int) -> Image.Image:
+    width, height = img.size
+    scale = size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def _generator(tag: str, seed: int, n: int) -> torch.Generator:
+    """A generator whose seed is a hash of ``(tag, seed, n)``, so streams are independent."""
+    digest = hashlib.blake2b(f"{tag}:{seed}:{n}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+
+
+class CaptionBatches:
+    """Deterministic batches: batch(step) is a pure function of (seed, step)."""
+
+    def __init__(self, shards: ImageTextShards, batch_size: int, image_size: int, seed: int) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch size must be positive, got {batch_size}")
+        if len(shards) < batch_size:
+            raise ValueError(f"dataset has {len(shards)} samples, fewer than the batch size {batch_size}")
+        self.shards = shards
+        self.batch_size = batch_size
+        self.image_size = image_size
+        self.seed = seed
+        self.corrupt = 0
+        self.corrupt_indices: set[int] = set()
+        self._orders: dict[int, torch.Tensor] = {}
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        """The sample permutation of ``epoch`` (the last two are cached)."""
+        if epoch not in self._orders:
+            if len(self._orders) >= 2:
+                del self._orders[min(self._orders)]
+            self._orders[epoch] = torch.randperm(len(self.shards), generator=_generator("epoch", self.seed, epoch))
+        return self._orders[epoch]
+
+    def _sample_at(self, position: int) -> int:
+        epoch, offset = divmod(position, len(self.shards))
+        return int(self._order(epoch)[offset])
+
+    def _decode(self, index: int) -> tuple[torch.Tensor, str] | None:
+        """Decode sample ``index``; None (and counted once) when its image is corrupt."""
+        if index in self.corrupt_indices:
+            return None
+        image_bytes, caption = self.shards.read(index)
+        try:
+            return decode_image(image_bytes, self.image_size), caption
+        except CorruptImageError:
+            self.corrupt_indices.add(index)
+            self.corrupt = len(self.corrupt_indices)
+            if self.corrupt == len(self.shards):
+                raise ShardIndexError(f"all {self.corrupt} samples have undecodable images") from None
+            return None
+
+    def batch(self, step: int) -> tuple[torch.Tensor, list[str]]:
+        """Images uint8 (B, 3, S, S) and captions for ``step``; corrupt samples are replaced by the next positions."""
+        if step < 0:
+            raise ValueError(f"step must be non-negative, got {step}")
+        images: list[torch.Tensor] = []
+        captions: list[str] = []
+        position = step * self.batch_size
+        while len(images) < self.batch_size:
+            sample = self._decode(self._sample_at(position))
+            position += 1
+            if sample is not None:
+                images.append(sample[0])
+                captions.append(sample[1])
+        flips = torch.rand(self.batch_size, generator=_generator("flip", self.seed, step)) < 0.5
+        stacked = torch.stack(images)
+        stacked[flips] = stacked[flips].flip(-1)
+        return stacked, captions

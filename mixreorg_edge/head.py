@@ -1,0 +1,48 @@
+"""The vocabulary head: joint-space embeddings -> class logits (a 1x1 convolution whose weights are the vocabulary
+embeddings times the logit scale) -> label-set scores with the background rule. Only tensor ops: it exports."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .vocab import Vocabulary
+
+
+class VocabularyHead(nn.Module):
+    """`logits` on (B, E, h, w) embeddings, `label_scores` on (upsampled) logits, `forward` = both.
+
+    Background rule: with background words, the background class scores the total probability of its words
+    (it wins a pixel when they jointly outweigh every foreground class); without them it scores a constant
+    threshold (GroupViT's rule: background where no foreground probability reaches the threshold).
+    """
+
+    def __init__(self, vocabulary: Vocabulary) -> None:
+        super().__init__()
+        weight = vocabulary.embeddings * vocabulary.logit_scale
+        self.classifier = nn.Conv2d(weight.shape[1], weight.shape[0], kernel_size=1, bias=False)
+        self.classifier.weight.data.copy_(weight[:, :, None, None])
+        self.num_foreground = len(vocabulary.foreground)
+        self.num_background_words = len(vocabulary.background_words)
+        self.background_index = vocabulary.background_index
+        self.background_threshold = vocabulary.background_threshold
+
+    def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.classifier(embeddings)
+
+    def label_scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, V, H, W) vocabulary logits -> (B, C, H, W) probabilities over the label set, in label order."""
+        probs = logits.softmax(dim=1)
+        foreground = probs[:, : self.num_foreground]
+        if self.background_index is None:
+            return foreground
+        if self.num_background_words:
+            background = probs[:, self.num_foreground :].sum(dim=1, keepdim=True)
+        else:
+            foreground = logits[:, : self.num_foreground].softmax(dim=1)
+            background = torch.full_like(foreground[:, :1], self.background_threshold)
+        index = self.background_index
+        return torch.cat([foreground[:, :index], background, foreground[:, index:]], dim=1)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.label_scores(self.logits(embeddings))

@@ -1,0 +1,54 @@
+"""Run directories: what a training run writes, and loading a model back from one.
+
+    RUN/config.json              what was trained and how (kind, model config, training config, data, seed)
+    RUN/model.safetensors        weights, with the model config in the safetensors metadata
+    RUN/checkpoint.safetensors   full training state for --resume (weights, optimizer, RNG, step)
+    RUN/metrics.jsonl            one JSON line per logged step
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .checkpoint import load_model_state
+
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "checkpoint.safetensors"
+METRICS_FILE = "metrics.jsonl"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temporary file next to `path`, then rename it into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def model_file(run: Path) -> Path:
+    """The weights file of a run directory (or the file itself when a .safetensors path is given)."""
+    run = Path(run)
+    path = run if run.suffix == ".safetensors" else run / MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no trained model at {run} (expected {path})")
+    return path
+
+
+def load_model(run: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model saved in a run (its kind is read from the saved config) in eval mode."""
+    state, config = load_model_state(model_file(run))
+    kind = config.get("kind")
+    if kind == "teacher":
+        from .teacher.config import TeacherConfig
+        from .teacher.model import MixReorgTeacher
+
+        model: nn.Module = MixReorgTeacher(TeacherConfig.from_dict(config["teacher"]))
+    else:
+        raise ValueError(f"{run}: unknown model kind {kind!r} in its config")
+    model.load_state_dict(state)
+    return model.eval(), config

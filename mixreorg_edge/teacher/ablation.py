@@ -1,0 +1,26 @@
+"""The ablation ladder: each variant adds one MixReorg component to the previous one."""
+
+from __future__ import annotations
+
+from .config import MixingConfig, TeacherConfig
+
+# name -> MixingConfig fields (on top of the preset's mixing settings)
+VARIANTS: dict[str, dict] = {
+    "baseline": {"enabled": False},  # GroupViT-like image-text contrastive, no mixing
+    "+seg": {"enabled": True, "contextual": False, "progressive": False, "restoration": False},  # pixel mixing
+    "+contextual": {"enabled": True, "contextual": True, "progressive": False, "restoration": False},
+    "+progressive": {"enabled": True, "contextual": True, "progressive": True, "restoration": False},
+    "full": {"enabled": True, "contextual": True, "progressive": True, "restoration": True},
+}
+
+
+def apply_variant(cfg: TeacherConfig, name: str) -> TeacherConfig:
+    """Set `cfg.mixing` to an ablation variant (in place; returns cfg)."""
+    try:
+        changes = VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"unknown variant {name!r}; choose one of: {', '.join(VARIANTS)}") from None
+    mixing: MixingConfig = cfg.mixing
+    for key, value in changes.items():
+        setattr(mixing, key, value)
+    return cfg

@@ -1,0 +1,138 @@
+"""Teacher architecture and MixReorg configuration, as plain dataclasses (configs are data).
+
+Every MixReorg component can be switched off here; that is how the ablation runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any
+
+
+@dataclass
+class ImageEncoderConfig:
+    """GroupViT-style image encoder: patch tokens + learnable group tokens, grouping stages."""
+
+    image_size: int = 224
+    patch_size: int = 16
+    stem: str = "patch"  # "patch": one linear patchify conv (ViT); "conv": 3x3 stride-2 conv stack (overlapping)
+    width: int = 384
+    heads: int = 6
+    depths: tuple[int, ...] = (6, 3, 3)  # transformer layers per stage; stage i < len(groups) ends in a grouping block
+    group_tokens: tuple[int, ...] = (64, 8)  # learnable group tokens entering each grouping stage
+    output_groups: tuple[int, ...] = (64, 8)  # segments leaving each grouping block
+    hard_assignment: bool = True
+    gumbel: bool = True
+    gumbel_tau: float = 1.0
+
+
+@dataclass
+class TextEncoderConfig:
+    """CLIP-style causal text transformer trained from scratch (CLIP BPE tokenizer, bundled with open_clip)."""
+
+    context_length: int = 77
+    vocab_size: int = 49408
+    width: int = 256
+    heads: int = 4
+    layers: int = 12
+
+
+@dataclass
+class MixingConfig:
+    """MixReorg's training-time branches. With `enabled=False` the model trains as plain GroupViT (image-text contrastive).
+
+    - `images`: how many images are mixed together (each mixed image takes every token position from one of them).
+    - `block`: side, in tokens, of the square blocks that are mixed (1 = single patches).
+    - `contextual`: mix *tokens* after each image was embedded (and `context_depth` transformer layers ran) on its own
+      image; otherwise raw pixel patches are mixed before the stem (the naive variant).
+    - `progressive`: at every stage-1 layer after mixing, each mixed image receives a zero-initialised projection of the
+      mean original-image feature of its mix group (global context, identical for all its tokens, so no token learns its
+      source from it).
+    - `restoration`: mixed stage-1 tokens are put back in source order and grouped again; a contrastive loss ties the
+      restored image to its caption.
+    """
+
+    enabled: bool = True
+    images: int = 4
+    block: int = 1
+    contextual: bool = True
+    context_depth: int = 0
+    progressive: bool = True
+    restoration: bool = True
+    seg_weight: float = 1.0
+    restore_weight: float = 1.0
+    contrastive_weight: float = 1.0
+
+
+@dataclass
+class EvalConfig:
+    """Zero-shot segmentation protocol (GroupViT's): short side resize, sliding window, template ensemble."""
+
+    short_side: int = 448
+    window: int = 448
+    stride: int = 224
+    templates: str = "ensemble"
+
+
+@dataclass
+class TeacherConfig:
+    """Everything needed to rebuild a teacher model."""
+
+    preset: str = "vit-s"
+    embed_dim: int = 256
+    projection_layers: int = 2
+    init_temperature: float = 0.07
+    max_logit_scale: float = 100.0
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    mixing: MixingConfig = field(default_factory=MixingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TeacherConfig":
+        return _from_dict(cls, data)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings for `train-teacher`."""
+
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    steps: int | None = None
+    minutes: float | None = None
+    save_every: int = 500
+    seed: int = 0
+    log_every: int = 10
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        return _from_dict(cls, data)
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a (nested) dataclass from `asdict` output; unknown keys are an error."""
+    names = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    defaults = cls()
+    for name, value in data.items():
+        default = getattr(defaults, name)
+        if is_dataclass(default):
+            kwargs[name] = _from_dict(type(default), value)
+        elif isinstance(default, tuple):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)

@@ -1,0 +1,148 @@
+"""GroupViT-style image encoder, split into the pieces MixReorg's branches need.
+
+Layout: stem -> `context_depth` patch-only layers (run on each image alone: the context of contextual mixing) ->
+stage 1 ([patches; group tokens] layers, grouping) -> stage 2 (...) -> last stage (layers on the segments) -> norm.
+The context layers are taken from stage 1's depth budget, so every MixReorg variant has the same architecture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from .config import ImageEncoderConfig
+from .grouping import GroupingBlock
+
+
+@dataclass
+class Grouped:
+    """Output of the grouping stages for a batch of images."""
+
+    segments: torch.Tensor  # (B, S, D) final segment features
+    hard: list[torch.Tensor]  # per grouping stage, (B, L_in, G_out)
+    soft: list[torch.Tensor]
+
+
+def _conv_stem(width: int, patch: int) -> nn.Sequential:
+    """Overlapping 3x3 stride-2 convolutions down to stride `patch` (a power of two >= 4)."""
+    steps = patch.bit_length() - 1
+    if 2**steps != patch or steps < 2:
+        raise ValueError(f"conv stem needs a power-of-two patch size >= 4, got {patch}")
+    channels = [3] + [width // 2 ** (steps - i) for i in range(1, steps)] + [width]
+    layers: list[nn.Module] = []
+    for i in range(steps):
+        layers.append(nn.Conv2d(channels[i], channels[i + 1], 3, stride=2, padding=1))
+        if i < steps - 1:
+            layers.append(nn.GELU())
+    return nn.Sequential(*layers)
+
+
+class GroupingStage(nn.Module):
+    """Transformer layers over [tokens; group tokens] followed by a grouping block."""
+
+    def __init__(self, cfg: ImageEncoderConfig, depth: int, num_groups: int, num_outputs: int) -> None:
+        super().__init__()
+        self.group_tokens = nn.Parameter(torch.zeros(1, num_groups, cfg.width))
+        nn.init.trunc_normal_(self.group_tokens, std=0.02)
+        self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads) for _ in range(depth))
+        self.grouping = GroupingBlock(
+            cfg.width, cfg.heads, num_groups, num_outputs, cfg.hard_assignment, cfg.gumbel, cfg.gumbel_tau
+        )
+
+    def start(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append this stage's group tokens: (B, L, D) -> (B, L + G, D)."""
+        return torch.cat([tokens, self.group_tokens.expand(tokens.shape[0], -1, -1)], dim=1)
+
+    def group(self, joint: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Split [tokens; groups] and run the grouping block."""
+        num_groups = self.group_tokens.shape[1]
+        return self.grouping(joint[:, :-num_groups], joint[:, -num_groups:])
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        joint = self.start(tokens)
+        for block in self.blocks:
+            joint = block(joint)
+        return self.group(joint)
+
+
+class GroupViTImageEncoder(nn.Module):
+    """Image -> segment features, with the hooks MixReorg uses between stem, context layers and stage 1."""
+
+    def __init__(self, cfg: ImageEncoderConfig, context_depth: int = 0) -> None:
+        super().__init__()
+        if len(cfg.depths) != len(cfg.group_tokens) + 1 or len(cfg.group_tokens) != len(cfg.output_groups):
+            raise ValueError("depths must have one entry more than group_tokens/output_groups")
+        if not 0 <= context_depth < cfg.depths[0]:
+            raise ValueError(f"context_depth must be in [0, {cfg.depths[0]}), got {context_depth}")
+        self.cfg = cfg
+        self.grid = (cfg.image_size // cfg.patch_size, cfg.image_size // cfg.patch_size)
+        if cfg.stem == "conv":
+            self.stem = _conv_stem(cfg.width, cfg.patch_size)
+        elif cfg.stem == "patch":
+            self.stem = nn.Conv2d(3, cfg.width, cfg.patch_size, stride=cfg.patch_size)
+        else:
+            raise ValueError(f"unknown stem {cfg.stem!r}; choose 'conv' or 'patch'")
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], cfg.width))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.context_blocks = nn.ModuleList(Block(cfg.width, cfg.heads) for _ in range(context_depth))
+        depths = [cfg.depths[0] - context_depth, *cfg.depths[1:-1]]
+        self.stages = nn.ModuleList(
+            GroupingStage(cfg, depth, g_in, g_out)
+            for depth, g_in, g_out in zip(depths, cfg.group_tokens, cfg.output_groups)
+        )
+        self.last_blocks = nn.ModuleList(Block(cfg.width, cfg.heads) for _ in range(cfg.depths[-1]))
+        self.norm = nn.LayerNorm(cfg.width)
+
+    def token_grid(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        return image_size[0] // self.cfg.patch_size, image_size[1] // self.cfg.patch_size
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Stem + position embedding (interpolated for other input sizes): (B, 3, H, W) -> (B, L, D)."""
+        x = self.stem(images)
+        grid = x.shape[-2:]
+        x = x.flatten(2).transpose(1, 2)
+        return x + self._pos_embed(tuple(grid))
+
+    def _pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
+        if grid == self.grid:
+            return self.pos_embed
+        pos = self.pos_embed.reshape(1, *self.grid, -1).permute(0, 3, 1, 2)
+        pos = F.interpolate(pos, size=grid, mode="bicubic", align_corners=False)
+        return pos.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1)
+
+    def context(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Patch-only layers that see each image on its own."""
+        for block in self.context_blocks:
+            tokens = block(tokens)
+        return tokens
+
+    @property
+    def first_stage(self) -> GroupingStage:
+        return self.stages[0]
+
+    def finish(self, first_grouping: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> Grouped:
+        """Run everything after the first grouping block."""
+        segments, hard, soft = first_grouping
+        hards, softs = [hard], [soft]
+        for stage in self.stages[1:]:
+            segments, hard, soft = stage(segments)
+            hards.append(hard)
+            softs.append(soft)
+        for block in self.last_blocks:
+            segments = block(segments)
+        return Grouped(self.norm(segments), hards, softs)
+
+    def forward(self, images: torch.Tensor) -> Grouped:
+        tokens = self.context(self.embed(images))
+        return self.finish(self.first_stage(tokens))
+
+    def blocks_in_order(self) -> list[Block]:
+        """All plain transformer layers, input to output (for initialising from a ViT checkpoint)."""
+        blocks = list(self.context_blocks)
+        for stage in self.stages:
+            blocks.extend(stage.blocks)
+        return blocks + list(self.last_blocks)

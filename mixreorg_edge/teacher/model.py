@@ -1,0 +1,144 @@
+"""The MixReorg teacher: a GroupViT-style image encoder and a text encoder in one joint space, trained with
+MixReorg's original, mixed and restored branches; at test time only the original branch runs."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from timm.layers import Mlp
+from torch import nn
+
+from .config import TeacherConfig
+from .grouping import compose_assignments, normalize
+from .image_encoder import GroupViTImageEncoder, Grouped
+from .losses import contrastive_loss, mixed_segmentation_loss
+from .mixing import MixPlan, make_plan, mix_pixels, mix_tokens, restore_tokens
+from .text_encoder import TextEncoder, tokenize
+
+
+def _projection(width: int, embed_dim: int, layers: int) -> nn.Module:
+    if layers == 1:
+        return nn.Linear(width, embed_dim)
+    if layers == 2:
+        return Mlp(width, width * 4, embed_dim)
+    raise ValueError(f"projection_layers must be 1 or 2, got {layers}")
+
+
+class MixReorgTeacher(nn.Module):
+    """Image and text encoders with projections into a shared embedding space and a learnable temperature."""
+
+    def __init__(self, cfg: TeacherConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        mixing = cfg.mixing
+        self.image_encoder = GroupViTImageEncoder(cfg.image, context_depth=mixing.context_depth)
+        self.text_encoder = TextEncoder(cfg.text)
+        self.image_proj = _projection(cfg.image.width, cfg.embed_dim, cfg.projection_layers)
+        self.text_proj = _projection(cfg.text.width, cfg.embed_dim, cfg.projection_layers)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
+        self.progressive_gates: nn.ModuleList | None = None
+        if mixing.enabled and mixing.progressive:
+            gates = [nn.Linear(cfg.image.width, cfg.image.width) for _ in self.image_encoder.first_stage.blocks]
+            for gate in gates:  # zero-initialised: progressive mixing starts as the identity
+                nn.init.zeros_(gate.weight)
+                nn.init.zeros_(gate.bias)
+            self.progressive_gates = nn.ModuleList(gates)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.cfg.embed_dim
+
+    def scale(self) -> torch.Tensor:
+        """Logit scale exp(t), capped at `max_logit_scale`."""
+        return self.logit_scale.exp().clamp(max=self.cfg.max_logit_scale)
+
+    # --- text -------------------------------------------------------------------------------------------
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        return tokenize(texts, self.cfg.text.context_length).to(self.logit_scale.device)
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, T) token ids -> (N, E) L2-normalised text embeddings."""
+        return normalize(self.text_proj(self.text_encoder(tokens)))
+
+    # --- image ------------------------------------------------------------------------------------------
+    def image_embedding(self, grouped: Grouped) -> torch.Tensor:
+        """Mean of the final segments, projected: (B, E), L2-normalised."""
+        return normalize(self.image_proj(grouped.segments.mean(dim=1)))
+
+    def segment_embeddings(self, grouped: Grouped) -> torch.Tensor:
+        """Each final segment projected into the joint space: (B, S, E), L2-normalised."""
+        return normalize(self.image_proj(grouped.segments))
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return self.image_embedding(self.image_encoder(images))
+
+    def encode_dense(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised images -> (B, E, H/p, W/p) per-token embeddings.
+
+        Each token's embedding is the soft-assignment-weighted mix of its segments' embeddings (GroupViT's readout), so
+        class logits are the assignment-weighted segment logits.
+        """
+        grouped = self.image_encoder(images)
+        dense = compose_assignments(grouped.soft) @ self.segment_embeddings(grouped)  # (B, L, E)
+        h, w = self.image_encoder.token_grid(tuple(images.shape[-2:]))
+        return dense.transpose(1, 2).reshape(images.shape[0], -1, h, w)
+
+    # --- training ---------------------------------------------------------------------------------------
+    def training_losses(self, images: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All enabled MixReorg losses for a batch of normalised images and their caption tokens.
+
+        Returns the weighted `loss` and each term. Randomness (mixing plans, Gumbel noise) uses torch's global RNG.
+        """
+        mixing = self.cfg.mixing
+        text = self.encode_text(tokens)
+        scale = self.scale()
+        encoder = self.image_encoder
+        tokens_orig = encoder.context(encoder.embed(images))
+        if not mixing.enabled:
+            grouped = encoder.finish(encoder.first_stage(tokens_orig))
+            term = contrastive_loss(self.image_embedding(grouped), text, scale)
+            return {"loss": mixing.contrastive_weight * term, "contrastive": term}
+
+        plan = make_plan(images.shape[0], encoder.token_grid(tuple(images.shape[-2:])), mixing.images, mixing.block)
+        plan = MixPlan(plan.source.to(images.device), plan.grid)
+        if mixing.contextual:
+            tokens_mixed = mix_tokens(tokens_orig, plan)
+        else:
+            tokens_mixed = encoder.context(encoder.embed(mix_pixels(images, plan, self.cfg.image.patch_size)))
+        joint_orig, joint_mixed = self._first_stage_layers(tokens_orig, tokens_mixed)
+
+        stage = encoder.first_stage
+        num_tokens = tokens_orig.shape[1]
+        grouped_orig = encoder.finish(stage.group(joint_orig))
+        grouped_mixed = encoder.finish(stage.group(joint_mixed))
+        terms = {"contrastive": contrastive_loss(self.image_embedding(grouped_orig), text, scale)}
+        token_embeddings = compose_assignments(grouped_mixed.hard) @ self.segment_embeddings(grouped_mixed)
+        terms["segmentation"] = mixed_segmentation_loss(token_embeddings, text, plan.source, scale)
+        loss = mixing.contrastive_weight * terms["contrastive"] + mixing.seg_weight * terms["segmentation"]
+        if mixing.restoration:
+            restored = restore_tokens(joint_mixed[:, :num_tokens], plan)
+            grouped_restored = encoder.finish(stage.group(stage.start(restored)))
+            terms["restoration"] = contrastive_loss(self.image_embedding(grouped_restored), text, scale)
+            loss = loss + mixing.restore_weight * terms["restoration"]
+        return {"loss": loss, **terms}
+
+    def _first_stage_layers(
+        self, tokens_orig: torch.Tensor, tokens_mixed: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stage-1 layers on the original and mixed images in lock-step; with progressive mixing each mixed image's
+        patch tokens are enhanced, before every layer, by the mean original feature of its mix group."""
+        stage = self.image_encoder.first_stage
+        group_size = self.cfg.mixing.images
+        num_tokens = tokens_orig.shape[1]
+        joint_orig, joint_mixed = stage.start(tokens_orig), stage.start(tokens_mixed)
+        for index, block in enumerate(stage.blocks):
+            if self.progressive_gates is not None:
+                context = joint_orig[:, :num_tokens].mean(dim=1)
+                context = context.view(-1, group_size, context.shape[-1]).mean(dim=1)
+                delta = self.progressive_gates[index](context).repeat_interleave(group_size, dim=0)
+                joint_mixed = torch.cat(
+                    [joint_mixed[:, :num_tokens] + delta[:, None], joint_mixed[:, num_tokens:]], dim=1
+                )
+            joint_orig, joint_mixed = block(joint_orig), block(joint_mixed)
+        return joint_orig, joint_mixed

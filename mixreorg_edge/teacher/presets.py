@@ -1,0 +1,45 @@
+"""Named teacher presets: `toy` (2 CPU cores, minutes) and `vit-s` (the paper's GroupViT size)."""
+
+from __future__ import annotations
+
+from .config import EvalConfig, ImageEncoderConfig, MixingConfig, TeacherConfig, TextEncoderConfig, TrainConfig
+
+
+def _toy() -> tuple[TeacherConfig, TrainConfig]:
+    teacher = TeacherConfig(
+        preset="toy",
+        embed_dim=128,
+        image=ImageEncoderConfig(
+            image_size=64,
+            patch_size=8,
+            stem="conv",
+            width=128,
+            heads=4,
+            depths=(2, 2, 1),
+            group_tokens=(16, 8),
+            output_groups=(16, 8),
+        ),
+        text=TextEncoderConfig(context_length=32, width=128, heads=4, layers=3),
+        mixing=MixingConfig(images=4, block=1, contextual=True, context_depth=0),
+        eval=EvalConfig(short_side=128, window=64, stride=32),
+    )
+    return teacher, TrainConfig(batch_size=128, lr=1e-3, warmup_steps=100, save_every=200)
+
+
+def _vit_s() -> tuple[TeacherConfig, TrainConfig]:
+    teacher = TeacherConfig(
+        preset="vit-s",
+        mixing=MixingConfig(images=2, block=1, contextual=True, context_depth=1),
+    )
+    return teacher, TrainConfig(batch_size=256, lr=5e-4, warmup_steps=2000, save_every=1000)
+
+
+PRESETS = {"toy": _toy, "vit-s": _vit_s}
+
+
+def get_preset(name: str) -> tuple[TeacherConfig, TrainConfig]:
+    """Return fresh (teacher, train) configs for a preset name; unknown names list the valid ones."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None

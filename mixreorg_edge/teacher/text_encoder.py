@@ -1,0 +1,43 @@
+"""CLIP-style text encoder trained from scratch, with CLIP's BPE tokenizer (bundled with open_clip: no download)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from open_clip.tokenizer import SimpleTokenizer
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from .config import TextEncoderConfig
+
+
+@lru_cache(maxsize=1)
+def _bpe() -> SimpleTokenizer:
+    return SimpleTokenizer()
+
+
+def tokenize(texts: list[str], context_length: int) -> torch.Tensor:
+    """Texts -> (N, context_length) token ids (start, BPE tokens, end, zero padding; long texts are truncated)."""
+    return _bpe()(texts, context_length=context_length)
+
+
+class TextEncoder(nn.Module):
+    """Token ids -> one feature per text, read at the end-of-text token (the highest id, as in CLIP)."""
+
+    def __init__(self, cfg: TextEncoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.token_embed = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.context_length, cfg.width))
+        nn.init.normal_(self.token_embed.weight, std=0.02)
+        nn.init.normal_(self.pos_embed, std=0.01)
+        self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads) for _ in range(cfg.layers))
+        self.norm = nn.LayerNorm(cfg.width)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.token_embed(tokens) + self.pos_embed[:, : tokens.shape[1]]
+        for block in self.blocks:
+            x = block(x, is_causal=True)
+        x = self.norm(x)
+        return x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]

@@ -1,0 +1,122 @@
+"""Zero-shot segmentation with GroupViT's protocol: resize the short side, slide a window, average the logits of
+overlapping windows, upsample to the original size, apply the vocabulary head's background rule, argmax."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from rich.progress import Progress
+
+from .data.segfolder import SegmentationFolder
+from .data.transforms import normalize_uint8
+from .head import VocabularyHead
+from .metrics import SegmentationMetric
+from .vocab import Vocabulary, build_vocabulary
+
+
+class DenseModel(Protocol):
+    """Anything that maps normalised images to per-location joint-space embeddings (teacher or student)."""
+
+    def encode_dense(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class SlidingWindow:
+    short_side: int
+    window: int
+    stride: int
+    max_long_side: int = 2048
+
+
+def resize_short_side(image: Image.Image, short_side: int, max_long_side: int = 2048) -> Image.Image:
+    """Resize so the short side is `short_side`, the long side capped at `max_long_side` (aspect kept)."""
+    width, height = image.size
+    scale = min(short_side / min(width, height), max_long_side / max(width, height))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return image.resize(size, Image.BICUBIC)
+
+
+def _window_starts(length: int, window: int, stride: int) -> list[int]:
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return starts
+
+
+@torch.no_grad()
+def sliding_window_logits(
+    model: DenseModel, head: VocabularyHead, image: torch.Tensor, window: int, stride: int, batch: int = 16
+) -> torch.Tensor:
+    """(1, 3, H, W) normalised image -> (1, V, H, W) vocabulary logits averaged over overlapping windows.
+
+    Windows are `window` pixels square (smaller images are zero-padded up to one window)."""
+    _, _, height, width = image.shape
+    pad_h, pad_w = max(window - height, 0), max(window - width, 0)
+    padded = F.pad(image, (0, pad_w, 0, pad_h))
+    full_h, full_w = padded.shape[-2:]
+    boxes = [(y, x) for y in _window_starts(full_h, window, stride) for x in _window_starts(full_w, window, stride)]
+    total = torch.zeros(1, head.classifier.out_channels, full_h, full_w, device=image.device)
+    count = torch.zeros(1, 1, full_h, full_w, device=image.device)
+    for start in range(0, len(boxes), batch):
+        chunk = boxes[start : start + batch]
+        crops = torch.cat([padded[:, :, y : y + window, x : x + window] for y, x in chunk])
+        logits = head.logits(model.encode_dense(crops).float())
+        logits = F.interpolate(logits, size=(window, window), mode="bilinear", align_corners=False)
+        for (y, x), crop_logits in zip(chunk, logits):
+            total[0, :, y : y + window, x : x + window] += crop_logits
+            count[0, :, y : y + window, x : x + window] += 1
+    return (total / count)[:, :, :height, :width]
+
+
+@torch.no_grad()
+def predict_label_map(
+    model: DenseModel, head: VocabularyHead, image: Image.Image, protocol: SlidingWindow
+) -> np.ndarray:
+    """PIL image of any size -> (H, W) label-set indices at the image's own resolution."""
+    device = next(head.parameters()).device
+    resized = resize_short_side(image.convert("RGB"), protocol.short_side, protocol.max_long_side)
+    pixels = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1)[None].to(device)
+    logits = sliding_window_logits(model, head, normalize_uint8(pixels), protocol.window, protocol.stride)
+    logits = F.interpolate(logits, size=(image.height, image.width), mode="bilinear", align_corners=False)
+    return head.label_scores(logits).argmax(dim=1)[0].cpu().numpy().astype(np.int64)
+
+
+def evaluate(
+    model: torch.nn.Module,
+    dataset: SegmentationFolder,
+    protocol: SlidingWindow,
+    templates: str = "ensemble",
+    background_threshold: float = 0.0,
+    show_progress: bool = False,
+) -> dict:
+    """Zero-shot mIoU of `model` on a segmentation folder, accumulated over the whole dataset."""
+    model.eval()
+    vocabulary: Vocabulary = build_vocabulary(
+        model, dataset.classes, dataset.background_words, templates, background_threshold
+    )
+    head = VocabularyHead(vocabulary).to(next(model.parameters()).device)
+    metric = SegmentationMetric(len(dataset.classes))
+    with Progress(disable=not show_progress, transient=True) as progress:
+        for index in progress.track(range(len(dataset)), description=f"eval {dataset.label_set}"):
+            image, mask, _ = dataset[index]
+            prediction = predict_label_map(model, head, image, protocol)
+            metric.update(torch.from_numpy(prediction), torch.from_numpy(mask.astype(np.int64)))
+    scores = metric.compute()
+    return {
+        "label_set": dataset.label_set,
+        "num_images": len(dataset),
+        "miou": scores["miou"],
+        "pixel_accuracy": scores["pixel_accuracy"],
+        "mean_accuracy": scores["mean_accuracy"],
+        "per_class_iou": dict(zip(dataset.classes, scores["per_class_iou"])),
+        "templates": templates,
+        "background_words": dataset.background_words,
+        "protocol": {"short_side": protocol.short_side, "window": protocol.window, "stride": protocol.stride},
+    }

@@ -1,0 +1,51 @@
+"""Shared fixtures: a tiny teacher configuration and a tiny synthetic world (fast on 2 CPU cores)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mixreorg_edge.teacher.config import (
+    EvalConfig,
+    ImageEncoderConfig,
+    MixingConfig,
+    TeacherConfig,
+    TextEncoderConfig,
+    TrainConfig,
+)
+
+torch.set_num_threads(2)
+
+
+def tiny_teacher_config(**mixing: object) -> TeacherConfig:
+    """A teacher small enough to train a few steps in well under a second per step."""
+    return TeacherConfig(
+        preset="tiny-test",
+        embed_dim=32,
+        image=ImageEncoderConfig(
+            image_size=32, patch_size=8, stem="conv", width=32, heads=2, depths=(2, 1, 1),
+            group_tokens=(4, 2), output_groups=(4, 2),
+        ),
+        text=TextEncoderConfig(context_length=16, width=32, heads=2, layers=1),
+        mixing=MixingConfig(images=2, **mixing),
+        eval=EvalConfig(short_side=32, window=32, stride=16),
+    )
+
+
+def tiny_train_config(**overrides: object) -> TrainConfig:
+    cfg = TrainConfig(batch_size=8, lr=1e-3, warmup_steps=2, steps=6, save_every=3, log_every=1, seed=0)
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 64-image synthetic world at 32 px (train shards + a 6-image labelled val folder)."""
+    from mixreorg_edge.data.synth import write_synthetic_world
+
+    out = tmp_path_factory.mktemp("world")
+    write_synthetic_world(out, train=64, val=6, size=32, seed=3, shard_size=32, workers=1)
+    return out

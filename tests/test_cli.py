@@ -1,0 +1,69 @@
+import io
+import json
+import tarfile
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from mixreorg_edge.cli import app
+
+runner = CliRunner()
+
+
+def _run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_missing_data_dir_is_a_clear_error(tmp_path: Path) -> None:
+    result = _run("train-teacher", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "run"), "--steps", "1")
+    assert result.exit_code == 2
+    assert "not found" in result.output
+
+
+def test_unknown_preset_lists_the_valid_ones(tiny_world: Path, tmp_path: Path) -> None:
+    result = _run("train-teacher", "--data", str(tiny_world), "--preset", "huge", "--out", str(tmp_path / "r"))
+    assert result.exit_code == 2
+    assert "toy" in result.output and "vit-s" in result.output
+
+
+def test_empty_class_list_is_refused(tiny_world: Path, tmp_path: Path) -> None:
+    val = tmp_path / "val"
+    (val / "images").mkdir(parents=True)
+    (val / "classes.json").write_text(json.dumps({"label_sets": {"objects": []}}))
+    result = _run("eval", "--model", str(tmp_path / "missing-run"), "--data", str(val))
+    assert result.exit_code == 2
+    assert "no classes" in result.output
+
+
+def test_corrupt_jpeg_in_a_shard_is_skipped_and_counted(tiny_world: Path, tmp_path: Path) -> None:
+    from conftest import tiny_teacher_config, tiny_train_config
+    from mixreorg_edge.teacher.train import train_teacher
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for source in sorted((tiny_world / "train").glob("*.tar")):
+        (shards / source.name).write_bytes(source.read_bytes())
+    with tarfile.open(shards / "zz-corrupt.tar", "w") as tar:
+        for name, payload in (("bad.jpg", b"\xff\xd8\xff\xe0 not a jpeg"), ("bad.txt", b"a photo of a car")):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    result = train_teacher(shards, tmp_path / "run", tiny_teacher_config(), tiny_train_config(steps=10),
+                           show_progress=False)
+    assert result.steps == 10
+    assert result.corrupt_images == 1
+
+
+def test_eval_cli_writes_the_contract_keys(tiny_world: Path, tmp_path: Path) -> None:
+    from conftest import tiny_teacher_config, tiny_train_config
+    from mixreorg_edge.teacher.train import train_teacher
+
+    train_teacher(tiny_world, tmp_path / "run", tiny_teacher_config(), tiny_train_config(steps=1), show_progress=False)
+    out = tmp_path / "scores.json"
+    result = _run("eval", "--model", str(tmp_path / "run"), "--data", str(tiny_world / "val"),
+                  "--label-set", "context", "--json", str(out))
+    assert result.exit_code == 0, result.output
+    scores = json.loads(out.read_text())
+    assert {"miou", "per_class_iou", "label_set", "num_images"} <= set(scores)
+    assert scores["label_set"] == "context" and scores["num_images"] == 6
+    assert 0.0 <= scores["miou"] <= 100.0

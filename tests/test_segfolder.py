@@ -1,0 +1,63 @@
+"""Folder segmentation dataset layout and errors."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mixreorg_edge.data.segfolder import SegmentationFolder
+
+CLASSES = {
+    "label_sets": {"objects": ["cat", "dog"], "context": ["sky", "grass", "road"], "empty": []},
+    "background_words": {"objects": ["sky", "wall"]},
+}
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "images").mkdir()
+    for label_set in ("objects", "context"):
+        (tmp_path / "masks" / label_set).mkdir(parents=True)
+    for i, suffix in enumerate((".jpg", ".png")):
+        key = f"img{i}"
+        Image.new("RGB", (8, 6), (i * 50, 0, 0)).save(tmp_path / "images" / f"{key}{suffix}")
+        mask = np.full((6, 8), 255, dtype=np.uint8)
+        mask[:3] = i
+        for label_set in ("objects", "context"):
+            Image.fromarray(mask).save(tmp_path / "masks" / label_set / f"{key}.png")
+    (tmp_path / "classes.json").write_text(json.dumps(CLASSES))
+    return tmp_path
+
+
+def test_reads_images_masks_and_classes(root: Path) -> None:
+    ds = SegmentationFolder(root, "objects")
+    assert (len(ds), ds.label_set, ds.classes, ds.background_words) == (2, "objects", ["cat", "dog"], ["sky", "wall"])
+    image, mask, key = ds[1]
+    assert key == "img1" and image.mode == "RGB" and image.size == (8, 6)
+    assert mask.dtype == np.uint8 and mask.shape == (6, 8)
+    assert set(np.unique(mask)) == {1, 255}
+    assert SegmentationFolder(root, "context").background_words == []
+
+
+def test_errors(root: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="dataset root not found"):
+        SegmentationFolder(root / "nope", "objects")
+    with pytest.raises(ValueError, match=r"unknown label set 'parts'.*available: \['context', 'empty', 'objects'\]"):
+        SegmentationFolder(root, "parts")
+    with pytest.raises(ValueError, match="label set 'empty' has no classes"):
+        SegmentationFolder(root, "empty")
+    (root / "masks" / "objects" / "img0.png").unlink()
+    with pytest.raises(ValueError, match="'img0' has no mask"):
+        SegmentationFolder(root, "objects")
+    (root / "classes.json").unlink()
+    with pytest.raises(FileNotFoundError, match="classes.json"):
+        SegmentationFolder(root, "objects")
+
+
+def test_no_images(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "classes.json").write_text(json.dumps(CLASSES))
+    with pytest.raises(ValueError, match="no images"):
+        SegmentationFolder(tmp_path, "objects")

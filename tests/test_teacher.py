@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from conftest import tiny_teacher_config
+from mixreorg_edge.head import VocabularyHead
+from mixreorg_edge.teacher.ablation import VARIANTS, apply_variant
+from mixreorg_edge.teacher.model import MixReorgTeacher
+from mixreorg_edge.teacher.presets import get_preset
+from mixreorg_edge.vocab import build_vocabulary
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_variant_trains_one_step(variant: str) -> None:
+    torch.manual_seed(0)
+    model = MixReorgTeacher(apply_variant(tiny_teacher_config(), variant))
+    images = torch.randn(4, 3, 32, 32)
+    tokens = model.tokenize(["a photo of a car", "a tree on grass", "a fish in water", "a sun in the sky"])
+    losses = model.training_losses(images, tokens)
+    expected = {"loss", "contrastive"} | ({"segmentation"} if variant != "baseline" else set())
+    expected |= {"restoration"} if variant == "full" else set()
+    assert set(losses) == expected
+    losses["loss"].backward()
+    grads = [p.grad for p in model.image_encoder.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_context_layers_come_from_stage_one_budget() -> None:
+    flat = MixReorgTeacher(tiny_teacher_config(context_depth=0))
+    deep = MixReorgTeacher(tiny_teacher_config(context_depth=1))
+    assert len(flat.image_encoder.blocks_in_order()) == len(deep.image_encoder.blocks_in_order())
+    assert len(deep.image_encoder.context_blocks) == 1
+
+
+def test_dense_embeddings_follow_the_token_grid() -> None:
+    model = MixReorgTeacher(tiny_teacher_config()).eval()
+    with torch.no_grad():
+        assert model.encode_dense(torch.randn(2, 3, 32, 32)).shape == (2, 32, 4, 4)
+        assert model.encode_dense(torch.randn(1, 3, 48, 32)).shape == (1, 32, 6, 4)
+
+
+def test_head_applies_the_background_rule() -> None:
+    model = MixReorgTeacher(tiny_teacher_config()).eval()
+    vocabulary = build_vocabulary(model, ["background", "car", "tree"], ["sky", "grass"], templates="simple")
+    head = VocabularyHead(vocabulary)
+    dense = torch.nn.functional.normalize(torch.randn(1, 32, 3, 3), dim=1)
+    scores = head(dense)
+    probs = (vocabulary.logit_scale * torch.einsum("ve,behw->bvhw", vocabulary.embeddings, dense)).softmax(1)
+    assert torch.allclose(scores[:, 0], probs[:, 2:].sum(1), atol=1e-6)  # background = mass of its words
+    assert torch.allclose(scores[:, 1:], probs[:, :2], atol=1e-6)
+
+
+def test_unknown_preset_and_variant_are_refused() -> None:
+    with pytest.raises(ValueError, match="toy"):
+        get_preset("huge")
+    with pytest.raises(ValueError, match="baseline"):
+        apply_variant(tiny_teacher_config(), "nope")
+
+
+def test_vit_s_preset_is_the_paper_size() -> None:
+    cfg, _ = get_preset("vit-s")
+    assert (cfg.image.image_size, cfg.image.patch_size, cfg.image.width, cfg.image.heads) == (224, 16, 384, 6)
+    assert cfg.image.depths == (6, 3, 3) and cfg.image.group_tokens == (64, 8)
+    assert (cfg.text.layers, cfg.text.width, cfg.embed_dim) == (12, 256, 256)
+
+
+def test_init_image_loads_a_timm_vit(tmp_path) -> None:
+    import timm
+    from safetensors.torch import save_file
+
+    from mixreorg_edge.teacher.init import load_vit_into_encoder
+
+    cfg = tiny_teacher_config()
+    cfg.image.stem = "patch"
+    model = MixReorgTeacher(cfg)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, embed_dim=32, depth=4, num_heads=2,
+                            patch_size=8, img_size=32)
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, tmp_path / "vit.safetensors")
+    loaded = load_vit_into_encoder(model.image_encoder, tmp_path / "vit.safetensors")
+    assert "stem.weight" in loaded and "pos_embed" in loaded
+    first = model.image_encoder.blocks_in_order()[0]
+    assert torch.equal(first.attn.qkv.weight, vit.blocks[0].attn.qkv.weight)
