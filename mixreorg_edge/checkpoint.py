@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -64,20 +66,21 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _read(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read every tensor and the metadata of a checkpoint of the given kind."""
+def read_safetensors(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read every tensor and the metadata of a safetensors file whose metadata "kind" is `kind` (a model, a
+    training state, a vocabulary); clear errors for a missing file, a non-safetensors file or another kind."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(f"{kind} file not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
             tensors = {name: f.get_tensor(name) for name in f.keys()}
     except SafetensorError as err:
-        raise ValueError(f"not a safetensors file: {path} ({err})") from err
+        raise ValueError(f"{path} is not a {kind} file (not a safetensors file: {err})") from err
     found = metadata.get("kind")
     if found != kind:
-        raise ValueError(f"{path} is not a {kind} checkpoint (kind={found!r})")
+        raise ValueError(f"{path} is not a {kind} file (kind={found!r})")
     return tensors, metadata
 
 
@@ -89,7 +92,7 @@ def save_model(model: torch.nn.Module, path: Path, config: dict) -> None:
 
 def load_model_state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Return ``(state_dict, config)`` from a file written by :func:`save_model`."""
-    tensors, metadata = _read(path, MODEL_KIND)
+    tensors, metadata = read_safetensors(path, MODEL_KIND)
     return tensors, json.loads(metadata["config"])
 
 
@@ -166,10 +169,26 @@ def load_training_state(
     path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> tuple[int, dict, dict[str, torch.Tensor]]:
     """Restore ``model`` and ``optimizer`` in place; return ``(step, extra, rng)``."""
-    tensors, metadata = _read(path, TRAINING_STATE_KIND)
+    tensors, metadata = read_safetensors(path, TRAINING_STATE_KIND)
     model_state = _split(tensors, "model.")
     _check_model_match(model, model_state, Path(path))
     model.load_state_dict(model_state)
     param_groups = json.loads(metadata["param_groups"])
     optimizer.load_state_dict(_optimizer_state(_split(tensors, "optim."), param_groups, optimizer))
     return int(metadata["step"]), json.loads(metadata["extra"]), _split(tensors, "rng.")
+
+
+def fingerprint(model: torch.nn.Module, include: Callable[[str], bool] | None = None) -> str:
+    """16 hex chars of a sha256 over the model's parameters and buffers (those whose name passes `include`), in
+    sorted name order with dtype and shape: the same weights always give the same fingerprint."""
+    tensors = dict(model.named_parameters())
+    tensors.update(model.named_buffers())
+    names = sorted(name for name in tensors if include is None or include(name))
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no tensors to fingerprint")
+    digest = hashlib.sha256()
+    for name in names:
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]

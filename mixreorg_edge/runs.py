@@ -48,6 +48,10 @@ def load_model(run: Path) -> tuple[nn.Module, dict[str, Any]]:
         from .teacher.model import MixReorgTeacher
 
         model: nn.Module = MixReorgTeacher(TeacherConfig.from_dict(config["teacher"]))
+    elif kind == "student":
+        from .distill.student import DenseStudent, StudentConfig
+
+        model = DenseStudent(StudentConfig.from_dict(config["student"]))
     else:
         raise ValueError(f"{run}: unknown model kind {kind!r} in its config")
     model.load_state_dict(state)

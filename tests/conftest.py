@@ -13,8 +13,8 @@ from mixreorg_edge.teacher.config import (
     MixingConfig,
     TeacherConfig,
     TextEncoderConfig,
-    TrainConfig,
 )
+from mixreorg_edge.training import TrainConfig
 
 torch.set_num_threads(2)
 
@@ -49,3 +49,13 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("world")
     write_synthetic_world(out, train=64, val=6, size=32, seed=3, shard_size=32, workers=1)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_run(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny teacher trained for a few steps on the tiny world."""
+    from mixreorg_edge.teacher.train import train_teacher
+
+    run = tmp_path_factory.mktemp("teacher") / "run"
+    train_teacher(tiny_world, run, tiny_teacher_config(), tiny_train_config(steps=3), show_progress=False)
+    return run

@@ -101,7 +101,7 @@ def test_clear_errors_for_missing_and_foreign_files(tmp_path: Path) -> None:
         load_model_state(tmp_path / "junk.safetensors")
     model = _model(0)
     save_training_state(tmp_path / "s.safetensors", model, _adamw(model), step=0)
-    with pytest.raises(ValueError, match="not a model checkpoint"):
+    with pytest.raises(ValueError, match="not a model file"):
         load_model_state(tmp_path / "s.safetensors")
 
 

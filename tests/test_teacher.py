@@ -9,15 +9,18 @@ from mixreorg_edge.teacher.presets import get_preset
 from mixreorg_edge.vocab import build_vocabulary
 
 
+@pytest.mark.parametrize("readout", ["group", "token"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_every_variant_trains_one_step(variant: str) -> None:
+def test_every_variant_trains_one_step(variant: str, readout: str) -> None:
     torch.manual_seed(0)
-    model = MixReorgTeacher(apply_variant(tiny_teacher_config(), variant))
+    cfg = apply_variant(tiny_teacher_config(), variant)
+    cfg.readout = readout
+    model = MixReorgTeacher(cfg)
     images = torch.randn(4, 3, 32, 32)
     tokens = model.tokenize(["a photo of a car", "a tree on grass", "a fish in water", "a sun in the sky"])
     losses = model.training_losses(images, tokens)
     expected = {"loss", "contrastive"} | ({"segmentation"} if variant != "baseline" else set())
-    expected |= {"restoration"} if variant == "full" else set()
+    expected |= {"restoration"} if VARIANTS[variant].get("restoration") else set()
     assert set(losses) == expected
     losses["loss"].backward()
     grads = [p.grad for p in model.image_encoder.parameters() if p.grad is not None]
@@ -31,8 +34,11 @@ def test_context_layers_come_from_stage_one_budget() -> None:
     assert len(deep.image_encoder.context_blocks) == 1
 
 
-def test_dense_embeddings_follow_the_token_grid() -> None:
-    model = MixReorgTeacher(tiny_teacher_config()).eval()
+@pytest.mark.parametrize("readout", ["group", "token"])
+def test_dense_embeddings_follow_the_token_grid(readout: str) -> None:
+    cfg = tiny_teacher_config()
+    cfg.readout = readout
+    model = MixReorgTeacher(cfg).eval()
     with torch.no_grad():
         assert model.encode_dense(torch.randn(2, 3, 32, 32)).shape == (2, 32, 4, 4)
         assert model.encode_dense(torch.randn(1, 3, 48, 32)).shape == (1, 32, 6, 4)

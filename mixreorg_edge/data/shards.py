@@ -74,12 +74,15 @@ def _scan_members(path: Path) -> tuple[dict[str, dict[str, tuple[int, int]]], bo
         return members, file_size - tar.offset < tarfile.BLOCKSIZE
 
 
-def _complete_samples(members: dict[str, dict[str, tuple[int, int]]]) -> list[tuple[int, int, int, int]]:
-    """``(image_offset, image_size, caption_offset, caption_size)`` of samples with an image and a caption."""
+def _complete_samples(
+    members: dict[str, dict[str, tuple[int, int]]], require_caption: bool
+) -> list[tuple[int, int, int, int]]:
+    """``(image_offset, image_size, caption_offset, caption_size)`` of samples with an image (and a caption, when
+    required; an absent caption reads as empty)."""
     samples = []
     for parts in members.values():
         image = next((parts[e] for e in IMAGE_EXTENSIONS if e in parts), None)
-        caption = parts.get(CAPTION_EXTENSION)
+        caption = parts.get(CAPTION_EXTENSION, None if require_caption else (0, 0))
         if image is not None and caption is not None:
             samples.append((*image, *caption))
     return samples
@@ -89,10 +92,11 @@ class ImageTextShards:
     """Random-access view over WebDataset shards (an index of member offsets built by scanning tar headers with `tarfile`).
 
     ``incomplete`` counts keys lacking an image or a caption; ``truncated_shards`` lists
-    shards that end early (their complete members are still used).
+    shards that end early (their complete members are still used). With ``require_caption=False`` (distillation
+    needs images only) samples without a caption are kept.
     """
 
-    def __init__(self, data: Path | str) -> None:
+    def __init__(self, data: Path | str, require_caption: bool = True) -> None:
         self.shards = find_shards(data)
         self.incomplete = 0
         self.truncated_shards: list[Path] = []
@@ -102,7 +106,7 @@ class ImageTextShards:
             members, truncated = _scan_members(path)
             if truncated:
                 self.truncated_shards.append(path)
-            samples = _complete_samples(members)
+            samples = _complete_samples(members, require_caption)
             self.incomplete += len(members) - len(samples)
             shard_ids.extend([shard_id] * len(samples))
             rows.extend(samples)

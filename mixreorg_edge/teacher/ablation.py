@@ -11,7 +11,12 @@ VARIANTS: dict[str, dict] = {
     "+contextual": {"enabled": True, "contextual": True, "progressive": False, "restoration": False},
     "+progressive": {"enabled": True, "contextual": True, "progressive": True, "restoration": False},
     "full": {"enabled": True, "contextual": True, "progressive": True, "restoration": True},
+    # Not a rung of the ladder: full MixReorg with one transformer layer of per-image context before mixing.
+    "full-context1": {
+        "enabled": True, "contextual": True, "context_depth": 1, "progressive": True, "restoration": True,
+    },
 }
+LADDER = ("baseline", "+seg", "+contextual", "+progressive", "full")
 
 
 def apply_variant(cfg: TeacherConfig, name: str) -> TeacherConfig:

@@ -35,6 +35,10 @@ class TextEncoderConfig:
     width: int = 256
     heads: int = 4
     layers: int = 12
+    token_init_std: float = 0.02
+    # "eot": the end-of-text token's feature (CLIP, GroupViT). "mean": the mean over the text's tokens; a small
+    # encoder trained from scratch with "eot" first learns only the words next to the end of the caption.
+    pooling: str = "eot"
 
 
 @dataclass
@@ -80,6 +84,15 @@ class TeacherConfig:
 
     preset: str = "vit-s"
     embed_dim: int = 256
+    # Dense readout, used by the mixed-segmentation loss and at test time. "group": a token's embedding is its
+    # segment's (GroupViT). "token": each stage-1 output token projected on its own (grouping still makes the
+    # image embeddings of the contrastive losses); at toy scale the grouping collapses early and "group" starves the
+    # segmentation loss of per-token signal.
+    readout: str = "group"
+    # Locked-text warm-up: the text encoder and its projection stay at their random initialisation for this many
+    # steps, so the image encoder must learn the things that tell captions apart before the text side can settle on
+    # the easier background words (which otherwise collapses every thing word onto one embedding).
+    locked_text_steps: int = 0
     projection_layers: int = 2
     init_temperature: float = 0.07
     max_logit_scale: float = 100.0
@@ -93,29 +106,6 @@ class TeacherConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TeacherConfig":
-        return _from_dict(cls, data)
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings for `train-teacher`."""
-
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
-    steps: int | None = None
-    minutes: float | None = None
-    save_every: int = 500
-    seed: int = 0
-    log_every: int = 10
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         return _from_dict(cls, data)
 
 

@@ -25,6 +25,7 @@ class Grouped:
     segments: torch.Tensor  # (B, S, D) final segment features
     hard: list[torch.Tensor]  # per grouping stage, (B, L_in, G_out)
     soft: list[torch.Tensor]
+    tokens: torch.Tensor  # (B, L, D) patch tokens entering the first grouping block
 
 
 def _conv_stem(width: int, patch: int) -> nn.Sequential:
@@ -57,16 +58,16 @@ class GroupingStage(nn.Module):
         """Append this stage's group tokens: (B, L, D) -> (B, L + G, D)."""
         return torch.cat([tokens, self.group_tokens.expand(tokens.shape[0], -1, -1)], dim=1)
 
-    def group(self, joint: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Split [tokens; groups] and run the grouping block."""
+    def split(self, joint: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[tokens; groups] -> (tokens, groups)."""
         num_groups = self.group_tokens.shape[1]
-        return self.grouping(joint[:, :-num_groups], joint[:, -num_groups:])
+        return joint[:, :-num_groups], joint[:, -num_groups:]
 
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         joint = self.start(tokens)
         for block in self.blocks:
             joint = block(joint)
-        return self.group(joint)
+        return self.grouping(*self.split(joint))
 
 
 class GroupViTImageEncoder(nn.Module):
@@ -124,9 +125,10 @@ class GroupViTImageEncoder(nn.Module):
     def first_stage(self) -> GroupingStage:
         return self.stages[0]
 
-    def finish(self, first_grouping: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> Grouped:
-        """Run everything after the first grouping block."""
-        segments, hard, soft = first_grouping
+    def finish(self, joint: torch.Tensor) -> Grouped:
+        """Run everything from the first grouping block on, given stage 1's output [tokens; groups]."""
+        tokens, groups = self.first_stage.split(joint)
+        segments, hard, soft = self.first_stage.grouping(tokens, groups)
         hards, softs = [hard], [soft]
         for stage in self.stages[1:]:
             segments, hard, soft = stage(segments)
@@ -134,11 +136,17 @@ class GroupViTImageEncoder(nn.Module):
             softs.append(soft)
         for block in self.last_blocks:
             segments = block(segments)
-        return Grouped(self.norm(segments), hards, softs)
+        return Grouped(self.norm(segments), hards, softs, tokens)
+
+    def stage_one(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Stage-1 layers over [tokens; group tokens]."""
+        joint = self.first_stage.start(tokens)
+        for block in self.first_stage.blocks:
+            joint = block(joint)
+        return joint
 
     def forward(self, images: torch.Tensor) -> Grouped:
-        tokens = self.context(self.embed(images))
-        return self.finish(self.first_stage(tokens))
+        return self.finish(self.stage_one(self.context(self.embed(images))))
 
     def blocks_in_order(self) -> list[Block]:
         """All plain transformer layers, input to output (for initialising from a ViT checkpoint)."""

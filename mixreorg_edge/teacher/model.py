@@ -37,6 +37,9 @@ class MixReorgTeacher(nn.Module):
         self.image_proj = _projection(cfg.image.width, cfg.embed_dim, cfg.projection_layers)
         self.text_proj = _projection(cfg.text.width, cfg.embed_dim, cfg.projection_layers)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
+        if cfg.readout not in ("group", "token"):
+            raise ValueError(f"unknown readout {cfg.readout!r}; choose 'group' or 'token'")
+        self.token_norm = nn.LayerNorm(cfg.image.width) if cfg.readout == "token" else None
         self.progressive_gates: nn.ModuleList | None = None
         if mixing.enabled and mixing.progressive:
             gates = [nn.Linear(cfg.image.width, cfg.image.width) for _ in self.image_encoder.first_stage.blocks]
@@ -70,18 +73,28 @@ class MixReorgTeacher(nn.Module):
         """Each final segment projected into the joint space: (B, S, E), L2-normalised."""
         return normalize(self.image_proj(grouped.segments))
 
+    def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Stage-1 output tokens projected one by one (the "token" readout): (B, L, E), L2-normalised."""
+        return normalize(self.image_proj(self.token_norm(tokens)))
+
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return self.image_embedding(self.image_encoder(images))
 
     def encode_dense(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised images -> (B, E, H/p, W/p) per-token embeddings.
 
-        Each token's embedding is the soft-assignment-weighted mix of its segments' embeddings (GroupViT's readout), so
-        class logits are the assignment-weighted segment logits.
+        "group" readout: each token's embedding is the soft-assignment-weighted mix of its segments' embeddings
+        (GroupViT's), so class logits are the assignment-weighted segment logits. "token" readout: each stage-1
+        output token projected on its own (the grouping stages are not needed and not run).
         """
-        grouped = self.image_encoder(images)
-        dense = compose_assignments(grouped.soft) @ self.segment_embeddings(grouped)  # (B, L, E)
-        h, w = self.image_encoder.token_grid(tuple(images.shape[-2:]))
+        encoder = self.image_encoder
+        if self.cfg.readout == "token":
+            joint = encoder.stage_one(encoder.context(encoder.embed(images)))
+            dense = self.token_embeddings(encoder.first_stage.split(joint)[0])
+        else:
+            grouped = encoder(images)
+            dense = compose_assignments(grouped.soft) @ self.segment_embeddings(grouped)  # (B, L, E)
+        h, w = encoder.token_grid(tuple(images.shape[-2:]))
         return dense.transpose(1, 2).reshape(images.shape[0], -1, h, w)
 
     # --- training ---------------------------------------------------------------------------------------
@@ -96,7 +109,7 @@ class MixReorgTeacher(nn.Module):
         encoder = self.image_encoder
         tokens_orig = encoder.context(encoder.embed(images))
         if not mixing.enabled:
-            grouped = encoder.finish(encoder.first_stage(tokens_orig))
+            grouped = encoder.finish(encoder.stage_one(tokens_orig))
             term = contrastive_loss(self.image_embedding(grouped), text, scale)
             return {"loss": mixing.contrastive_weight * term, "contrastive": term}
 
@@ -109,16 +122,18 @@ class MixReorgTeacher(nn.Module):
         joint_orig, joint_mixed = self._first_stage_layers(tokens_orig, tokens_mixed)
 
         stage = encoder.first_stage
-        num_tokens = tokens_orig.shape[1]
-        grouped_orig = encoder.finish(stage.group(joint_orig))
-        grouped_mixed = encoder.finish(stage.group(joint_mixed))
-        terms = {"contrastive": contrastive_loss(self.image_embedding(grouped_orig), text, scale)}
-        token_embeddings = compose_assignments(grouped_mixed.hard) @ self.segment_embeddings(grouped_mixed)
+        mixed_tokens = stage.split(joint_mixed)[0]
+        terms = {"contrastive": contrastive_loss(self.image_embedding(encoder.finish(joint_orig)), text, scale)}
+        if self.cfg.readout == "token":
+            token_embeddings = self.token_embeddings(mixed_tokens)
+        else:
+            grouped_mixed = encoder.finish(joint_mixed)
+            token_embeddings = compose_assignments(grouped_mixed.hard) @ self.segment_embeddings(grouped_mixed)
         terms["segmentation"] = mixed_segmentation_loss(token_embeddings, text, plan.source, scale)
         loss = mixing.contrastive_weight * terms["contrastive"] + mixing.seg_weight * terms["segmentation"]
         if mixing.restoration:
-            restored = restore_tokens(joint_mixed[:, :num_tokens], plan)
-            grouped_restored = encoder.finish(stage.group(stage.start(restored)))
+            # Fresh group tokens (stage.start) regroup the restored images: nothing of the original branch leaks in.
+            grouped_restored = encoder.finish(stage.start(restore_tokens(mixed_tokens, plan)))
             terms["restoration"] = contrastive_loss(self.image_embedding(grouped_restored), text, scale)
             loss = loss + mixing.restore_weight * terms["restoration"]
         return {"loss": loss, **terms}

@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
-from .config import EvalConfig, ImageEncoderConfig, MixingConfig, TeacherConfig, TextEncoderConfig, TrainConfig
+from ..training import TrainConfig
+from .config import EvalConfig, ImageEncoderConfig, MixingConfig, TeacherConfig, TextEncoderConfig
 
 
 def _toy() -> tuple[TeacherConfig, TrainConfig]:
     teacher = TeacherConfig(
         preset="toy",
         embed_dim=128,
+        readout="token",
         image=ImageEncoderConfig(
             image_size=64,
             patch_size=8,
             stem="conv",
-            width=128,
+            width=96,
             heads=4,
             depths=(2, 2, 1),
             group_tokens=(16, 8),
             output_groups=(16, 8),
         ),
-        text=TextEncoderConfig(context_length=32, width=128, heads=4, layers=3),
+        text=TextEncoderConfig(context_length=32, width=96, heads=4, layers=3, pooling="mean"),
         mixing=MixingConfig(images=4, block=1, contextual=True, context_depth=0),
         eval=EvalConfig(short_side=128, window=64, stride=32),
     )
-    return teacher, TrainConfig(batch_size=128, lr=1e-3, warmup_steps=100, save_every=200)
+    return teacher, TrainConfig(batch_size=64, lr=1e-3, warmup_steps=100, save_every=250)
 
 
 def _vit_s() -> tuple[TeacherConfig, TrainConfig]:

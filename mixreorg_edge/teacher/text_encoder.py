@@ -18,19 +18,25 @@ def _bpe() -> SimpleTokenizer:
 
 
 def tokenize(texts: list[str], context_length: int) -> torch.Tensor:
-    """Texts -> (N, context_length) token ids (start, BPE tokens, end, zero padding; long texts are truncated)."""
-    return _bpe()(texts, context_length=context_length)
+    """Texts -> (N, T) token ids (start, BPE tokens, end, zero padding), T <= context_length: padding columns past
+    the longest text are dropped (exact under causal attention with end-of-text pooling); long texts are truncated."""
+    tokens = _bpe()(texts, context_length=context_length)
+    longest = int((tokens != 0).sum(dim=1).max())
+    return tokens[:, :longest]
 
 
 class TextEncoder(nn.Module):
-    """Token ids -> one feature per text, read at the end-of-text token (the highest id, as in CLIP)."""
+    """Token ids -> one feature per text: the end-of-text token's (the highest id, as in CLIP) or the mean over the
+    text's tokens, per `cfg.pooling`. Attention is causal, so padding never reaches the text's tokens."""
 
     def __init__(self, cfg: TextEncoderConfig) -> None:
         super().__init__()
+        if cfg.pooling not in ("eot", "mean"):
+            raise ValueError(f"unknown text pooling {cfg.pooling!r}; choose 'eot' or 'mean'")
         self.cfg = cfg
         self.token_embed = nn.Embedding(cfg.vocab_size, cfg.width)
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.context_length, cfg.width))
-        nn.init.normal_(self.token_embed.weight, std=0.02)
+        nn.init.normal_(self.token_embed.weight, std=cfg.token_init_std)
         nn.init.normal_(self.pos_embed, std=0.01)
         self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.width)
@@ -40,4 +46,7 @@ class TextEncoder(nn.Module):
         for block in self.blocks:
             x = block(x, is_causal=True)
         x = self.norm(x)
+        if self.cfg.pooling == "mean":
+            mask = (tokens != 0).unsqueeze(-1).to(x.dtype)
+            return (x * mask).sum(dim=1) / mask.sum(dim=1)
         return x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]

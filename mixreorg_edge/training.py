@@ -1,0 +1,228 @@
+"""The training engine shared by `train-teacher` and `distill`: AdamW, warm-up + cosine, gradient clipping, a rich
+progress bar, a JSONL metrics log, atomic safetensors checkpoints and exact resume (model, optimizer, RNG, step and
+elapsed time are restored; callers make their batches a pure function of the step)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .checkpoint import load_training_state, save_model, save_training_state
+from .runs import CONFIG_FILE, METRICS_FILE, MODEL_FILE, STATE_FILE, write_json_atomic
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; a run lasts `steps` optimizer steps or `minutes` of training time."""
+
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    steps: int | None = None
+    minutes: float | None = None
+    save_every: int = 500
+    seed: int = 0
+    log_every: int = 10
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    run: Path
+    steps: int
+    seconds: float
+    final_loss: float
+    metrics: dict[str, Any]  # the caller's extra metrics at the end (e.g. corrupt images skipped)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on weight matrices only (not on norms, biases, position/group tokens, temperature)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_matrix = param.ndim >= 2 and "pos_embed" not in name and "group_tokens" not in name
+        (decay if is_matrix else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Linear warm-up over `warmup_steps`, then cosine decay to zero over the run's progress (0..1)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+class Budget:
+    """A run ends after `steps` steps or `minutes` of training time."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        if (cfg.steps is None) == (cfg.minutes is None):
+            raise ValueError("give exactly one of steps or minutes")
+        if (cfg.steps or 1) <= 0 or (cfg.minutes or 1) <= 0:
+            raise ValueError("the training budget must be positive")
+        self.cfg = cfg
+
+    def progress(self, step: int, elapsed: float) -> float:
+        if self.cfg.steps is not None:
+            return step / self.cfg.steps
+        return elapsed / (self.cfg.minutes * 60.0)
+
+    def done(self, step: int, elapsed: float) -> bool:
+        return self.progress(step, elapsed) >= 1.0
+
+
+def provenance() -> dict[str, Any]:
+    """How a run was made: the command line, when, and with which versions."""
+    return {
+        "command": " ".join([Path(sys.argv[0]).name, *map(shlex.quote, sys.argv[1:])]),
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "mixreorg_edge": version("mixreorg-edge"),
+        "device": "cuda:" + torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "threads": torch.get_num_threads(),
+    }
+
+
+def prepare_run(out: Path, run_config: dict[str, Any], train_cfg: TrainConfig, resume: bool) -> dict[str, Any]:
+    """Create RUN with its config.json (never overwriting a run), or read a resumed run's saved config.
+
+    On resume the saved config wins, except for the budget (`steps`/`minutes`), which may be extended."""
+    out = Path(out)
+    if resume:
+        if not (out / STATE_FILE).is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint to resume in {out} (expected {out / STATE_FILE})")
+        saved = json.loads((out / CONFIG_FILE).read_text())
+        saved["train"].update(steps=train_cfg.steps, minutes=train_cfg.minutes)
+        return saved
+    if (out / STATE_FILE).exists() or (out / MODEL_FILE).exists():
+        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    config = {**run_config, "train": train_cfg.to_dict(), "provenance": provenance()}
+    write_json_atomic(out / CONFIG_FILE, config)
+    return config
+
+
+def run_training(
+    out: Path,
+    model: torch.nn.Module,
+    train_cfg: TrainConfig,
+    config: dict[str, Any],
+    step_fn: Callable[[int], dict[str, torch.Tensor]],
+    resume: bool = False,
+    description: str = "train",
+    extra_metrics: Callable[[], dict[str, Any]] | None = None,
+    show_progress: bool = True,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Optimise `model` with `step_fn(step)` -> {"loss": ..., other terms} until the budget is spent.
+
+    Saves RUN/checkpoint.safetensors and RUN/model.safetensors (weights + `config`) every `save_every` steps and at
+    the end. `stop_after` ends early at that step after saving, as an interruption would (used by tests)."""
+    out = Path(out)
+    budget = Budget(train_cfg)
+    device = next(model.parameters()).device
+    # Zero-initialised layers and tiny Adam second moments produce subnormal floats, ~10x slower on CPU.
+    torch.set_flush_denormal(True)
+    optimizer = build_optimizer(model, train_cfg)
+    step, elapsed = 0, 0.0
+    if resume:
+        step, extra, rng = load_training_state(out / STATE_FILE, model, optimizer)
+        elapsed = float(extra["elapsed"])
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"])
+
+    model.train()
+    last_loss = float("nan")
+    with _progress_bar(show_progress) as progress, (out / METRICS_FILE).open("a") as log:
+        task = progress.add_task(description, total=1.0, status="")
+        window_start, window_steps = time.perf_counter(), 0
+        while not budget.done(step, elapsed) and (stop_after is None or step < stop_after):
+            tick = time.perf_counter()
+            lr = learning_rate(train_cfg, step, budget.progress(step, elapsed))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            losses = step_fn(step)
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+            optimizer.step()
+            step += 1
+            elapsed += time.perf_counter() - tick
+            window_steps += 1
+            last_loss = losses["loss"].item()
+            if step % train_cfg.log_every == 0 or budget.done(step, elapsed):
+                rate = window_steps * train_cfg.batch_size / max(time.perf_counter() - window_start, 1e-9)
+                window_start, window_steps = time.perf_counter(), 0
+                record = {
+                    "step": step,
+                    "elapsed": round(elapsed, 3),
+                    "lr": lr,
+                    "images_per_s": round(rate, 1),
+                    "grad_norm": round(float(grad_norm), 4),
+                    **(extra_metrics() if extra_metrics else {}),
+                    **{name: round(value.item(), 5) for name, value in losses.items()},
+                }
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                status = f"step {step} loss {last_loss:.3f} {rate:.0f} img/s"
+                progress.update(task, completed=budget.progress(step, elapsed), status=status)
+            if step % train_cfg.save_every == 0:
+                save_checkpoint(out, model, optimizer, step, elapsed, config)
+    save_checkpoint(out, model, optimizer, step, elapsed, config)
+    return TrainResult(out, step, elapsed, last_loss, extra_metrics() if extra_metrics else {})
+
+
+def save_checkpoint(
+    out: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    elapsed: float,
+    config: dict[str, Any],
+) -> None:
+    """Training state (for --resume) and inference weights, both written atomically."""
+    rng = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    save_training_state(out / STATE_FILE, model, optimizer, step, extra={"elapsed": elapsed}, rng=rng)
+    save_model(model, out / MODEL_FILE, {**config, "step": step})
+
+
+def _progress_bar(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        disable=not enabled,
+    )
