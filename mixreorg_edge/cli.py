@@ -88,7 +88,7 @@ def train_teacher_cmd(
     result = train_teacher(data, out, teacher_cfg, train_cfg, resume=resume, init_image=init_image)
     console.print(
         f"trained {result.steps} steps in {result.seconds / 60:.1f} min, final loss {result.final_loss:.3f}, "
-        f"{result.corrupt_images} corrupt images skipped -> [bold]{result.run}[/]"
+        f"{result.metrics['corrupt_images']} corrupt images skipped -> [bold]{result.run}[/]"
     )
 
 
@@ -110,6 +110,87 @@ def eval_cmd(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(scores, indent=2) + "\n")
         console.print(f"scores written to [bold]{json_out}[/]")
+
+
+@app.command("distill")
+@_user_errors
+def distill_cmd(
+    teacher: Path = typer.Option(..., "--teacher", help="Teacher run directory."),
+    student: str = typer.Option("mobilevit", "--student", help="family[:size], e.g. mobilevit:xxs"),
+    data: Path = typer.Option(..., "--data", help="Directory of WebDataset shards (images are enough)."),
+    out: Path = typer.Option(..., "--out", help="Student run directory to create (or resume)."),
+    steps: int = typer.Option(1000, "--steps", help="Optimizer steps."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    images: Optional[int] = typer.Option(None, "--images", help="Images whose teacher targets are cached and used."),
+    feature_weight: Optional[float] = typer.Option(None, "--feature-weight"),
+    logit_weight: Optional[float] = typer.Option(None, "--logit-weight"),
+    temperature: Optional[float] = typer.Option(None, "--temperature"),
+    backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights", help="Local timm backbone weights."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+) -> None:
+    """Distil a teacher into a mobile student (dense feature + logit distillation; no labels, no captions)."""
+    from .distill.train import DistillConfig, default_train_config, distill
+
+    train_cfg = default_train_config()
+    train_cfg.steps = steps
+    if batch_size is not None:
+        train_cfg.batch_size = batch_size
+    distill_cfg = DistillConfig()
+    for name, value in (("images", images), ("feature_weight", feature_weight), ("logit_weight", logit_weight),
+                        ("temperature", temperature)):
+        if value is not None:
+            setattr(distill_cfg, name, value)
+    result = distill(teacher, student, data, out, train_cfg, distill_cfg, resume=resume,
+                     backbone_weights=backbone_weights)
+    reused = "reused" if result.metrics["targets_reused"] else "computed"
+    console.print(
+        f"distilled {student} for {result.steps} steps in {result.seconds / 60:.1f} min (teacher targets {reused}), "
+        f"final loss {result.final_loss:.4f} -> [bold]{result.run}[/]"
+    )
+
+
+vocab_app = typer.Typer(help="Vocabularies: class names -> teacher text embeddings, saved once.", no_args_is_help=True)
+app.add_typer(vocab_app, name="vocab")
+
+
+@vocab_app.command("build")
+@_user_errors
+def vocab_build(
+    teacher: Path = typer.Option(..., "--teacher", help="Teacher run directory."),
+    classes: str = typer.Option(..., "--classes", help='Built-in (voc, context, coco_object, ade20k, ...), a file, or "a,b,c".'),
+    templates: str = typer.Option("ensemble", "--templates", help="simple | ensemble"),
+    out: Path = typer.Option(..., "--out", help="Vocabulary file (.safetensors)."),
+) -> None:
+    """Embed class names with a teacher's text encoder and save them as a vocabulary file."""
+    from .runs import load_model
+    from .vocab import save_vocabulary, vocabulary_for
+
+    model, config = load_model(teacher)
+    if config.get("kind") != "teacher":
+        raise ValueError(f"{teacher} is a {config.get('kind')} run; vocabularies are built by a teacher")
+    vocabulary = vocabulary_for(model, classes, templates)
+    save_vocabulary(vocabulary, out)
+    console.print(
+        f"{len(vocabulary.label_set)} classes ({len(vocabulary.background_words)} background words), "
+        f"dimension {vocabulary.embed_dim}, teacher {vocabulary.teacher} -> [bold]{out}[/]"
+    )
+
+
+@app.command("segment")
+@_user_errors
+def segment_cmd(
+    model: Path = typer.Option(..., "--model", help="Teacher or student run directory."),
+    image: Path = typer.Option(..., "--image", help="JPEG/PNG image of any size."),
+    classes: Optional[str] = typer.Option(None, "--classes", help='Class names: "a,b,c", a file, or a built-in set.'),
+    vocab: Optional[Path] = typer.Option(None, "--vocab", help="A vocabulary file from `vocab build`."),
+    out: Path = typer.Option(..., "--out", help="Overlay PNG to write."),
+) -> None:
+    """Segment one image and write a colour overlay with a legend."""
+    from .segment import segment_image
+
+    result = segment_image(model, image, out, classes=classes, vocab=vocab)
+    shares = ", ".join(f"{name} {share:.0%}" for name, share in result["fractions"].items())
+    console.print(f"{shares}\noverlay -> [bold]{result['out']}[/]")
 
 
 @app.command("quickstart")

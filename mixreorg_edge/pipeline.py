@@ -17,6 +17,8 @@ from .zeroshot import SlidingWindow, evaluate
 QUICKSTART_TRAIN_IMAGES = 20000
 QUICKSTART_VAL_IMAGES = 500
 QUICKSTART_MINUTES = 6.0
+QUICKSTART_STUDENT = "mobilevit:xxs"
+QUICKSTART_DISTILL_STEPS = 600
 
 
 def shipped_teacher() -> Path:
@@ -47,21 +49,28 @@ def quickstart(
     from_scratch: bool = False,
     seed: int = 0,
     console: Console | None = None,
+    train_images: int = QUICKSTART_TRAIN_IMAGES,
+    val_images: int = QUICKSTART_VAL_IMAGES,
+    distill_steps: int = QUICKSTART_DISTILL_STEPS,
 ) -> dict[str, Any]:
-    """Synthetic world -> toy teacher (shipped, or trained with `from_scratch`) -> zero-shot eval -> summary.json."""
+    """Synthetic world -> toy teacher (shipped, or trained with `from_scratch`) -> zero-shot eval -> MobileViT
+    student distilled from it -> eval -> summary.json with every artifact path and headline figure."""
     from .data.synth import write_synthetic_world
+    from .distill.train import default_train_config, distill
     from .teacher.presets import get_preset
     from .teacher.train import train_teacher
 
     console = console or Console()
     out = Path(out)
+    if (out / "teacher").exists() or (out / "student").exists():
+        raise FileExistsError(f"{out} already holds a quickstart; choose another --out or remove it")
     started = time.perf_counter()
-    data_dir, teacher_dir = out / "data", out / "teacher"
-    console.rule("1/3 synthetic caption world")
-    write_synthetic_world(data_dir, train=QUICKSTART_TRAIN_IMAGES, val=QUICKSTART_VAL_IMAGES, seed=seed)
+    data_dir, teacher_dir, student_dir = out / "data", out / "teacher", out / "student"
+    console.rule("1/4 synthetic caption world")
+    write_synthetic_world(data_dir, train=train_images, val=val_images, seed=seed)
     console.print(f"data: [bold]{data_dir}[/] ({time.perf_counter() - started:.0f} s)")
 
-    console.rule("2/3 toy MixReorg teacher")
+    console.rule("2/4 toy MixReorg teacher")
     if from_scratch:
         teacher_cfg, train_cfg = get_preset("toy")
         train_cfg.minutes, train_cfg.seed = minutes or QUICKSTART_MINUTES, seed
@@ -70,19 +79,29 @@ def quickstart(
     else:
         if minutes is not None:
             raise ValueError("--minutes applies to --from-scratch training only")
-        if teacher_dir.exists():
-            shutil.rmtree(teacher_dir)
         shutil.copytree(shipped_teacher(), teacher_dir)
         teacher_source = "shipped checkpoint (see its config.json for the command that made it)"
     console.print(f"teacher: [bold]{teacher_dir}[/] ({teacher_source})")
 
-    console.rule("3/3 zero-shot evaluation")
     evaluations = {}
     for label_set in ("objects", "context"):
         scores = evaluate_run(teacher_dir, data_dir / "val", label_set, show_progress=True)
         write_json_atomic(out / f"teacher_eval_{label_set}.json", scores)
         evaluations[label_set] = scores
         console.print(f"teacher {label_set} mIoU: [bold]{scores['miou']:.2f}[/]")
+
+    console.rule(f"3/4 distil a {QUICKSTART_STUDENT} student (images only)")
+    distill_cfg = default_train_config()
+    distill_cfg.steps, distill_cfg.seed = distill_steps, seed
+    distill(teacher_dir, QUICKSTART_STUDENT, data_dir / "train", student_dir, distill_cfg)
+    console.rule("4/4 student zero-shot evaluation")
+    student_scores = evaluate_run(student_dir, data_dir / "val", "objects", show_progress=True)
+    write_json_atomic(out / "student_eval_objects.json", student_scores)
+    console.print(
+        f"objects mIoU: teacher [bold]{evaluations['objects']['miou']:.2f}[/], "
+        f"student {QUICKSTART_STUDENT} [bold]{student_scores['miou']:.2f}[/] "
+        f"({student_scores['miou'] / max(evaluations['objects']['miou'], 1e-9):.0%} retained)"
+    )
 
     summary = {
         "data_dir": str(data_dir),
@@ -95,6 +114,10 @@ def quickstart(
         "teacher_miou_context": evaluations["context"]["miou"],
         "teacher_eval_objects": str(out / "teacher_eval_objects.json"),
         "teacher_eval_context": str(out / "teacher_eval_context.json"),
+        "student": QUICKSTART_STUDENT,
+        "student_run": str(student_dir),
+        "student_miou": student_scores["miou"],
+        "student_eval_objects": str(out / "student_eval_objects.json"),
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_json_atomic(out / "summary.json", summary)

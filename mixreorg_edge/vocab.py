@@ -3,13 +3,24 @@
 A vocabulary's entries are the label set's foreground classes followed by its background words (prompts that
 describe the background class, e.g. "sky", "grass"); `background_index` says where the background class sits in
 the label set (None when the label set has none).
+
+Students never run a text encoder: a vocabulary is built once from the teacher (`vocabulary_for`), saved as a
+safetensors file (`save_vocabulary`) and loaded with checks that it fits the model (`load_vocabulary`). The file
+records the fingerprint of the teacher's text space (`teacher_fingerprint`), so a vocabulary embedded by one
+teacher is never paired with a student distilled from another.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
 
 import torch
+
+from .checkpoint import atomic_save_safetensors, fingerprint, read_safetensors
 
 TEMPLATES = {
     "simple": ("a photo of a {}.",),
@@ -29,6 +40,17 @@ TEMPLATES = {
 
 BACKGROUND = "background"
 
+VOCABULARY_KIND = "vocabulary"
+FORMAT_VERSION = 1
+TEXT_SPACE_PREFIXES = ("text_encoder.", "text_proj.")
+TEXT_SPACE_NAMES = ("logit_scale",)
+
+_BENCHMARK_SETS = ("voc", "context", "coco_object", "ade20k")
+_SYNTHETIC_SETS = {"synthetic-objects": "objects", "synthetic-context": "context"}
+BUILTIN_LABEL_SETS: tuple[str, ...] = (*_BENCHMARK_SETS, *_SYNTHETIC_SETS)
+CLASS_FILE_SUFFIXES = (".json", ".txt")
+_JSON_KEYS = {"classes", "background_words", "background_threshold"}
+
 
 @dataclass
 class Vocabulary:
@@ -40,6 +62,7 @@ class Vocabulary:
     logit_scale: float
     background_threshold: float = 0.0  # used only when there are no background words (GroupViT's rule)
     templates: str = "ensemble"
+    teacher: str = ""  # teacher_fingerprint of the teacher whose text encoder embedded the names ("" = unknown)
 
     @property
     def background_index(self) -> int | None:
@@ -49,12 +72,60 @@ class Vocabulary:
     def foreground(self) -> list[str]:
         return [name for name in self.label_set if name != BACKGROUND]
 
+    @property
+    def embed_dim(self) -> int:
+        return int(self.embeddings.shape[-1])
+
+
+@dataclass
+class LabelSet:
+    """Class names in label order, the words describing the background class, and GroupViT's threshold."""
+
+    classes: list[str]
+    background_words: list[str] = field(default_factory=list)
+    background_threshold: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.classes = _clean_names(self.classes, "class")
+        self.background_words = _clean_names(self.background_words, "background word", allow_empty=True)
+        if self.background_words and BACKGROUND not in self.classes:
+            raise ValueError(f"background words given for a label set without a {BACKGROUND!r} class")
+        entries = self.classes + self.background_words
+        duplicates = sorted({name for name in entries if entries.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate class names / background words: {', '.join(duplicates)}")
+        if not 0.0 <= self.background_threshold <= 1.0:
+            raise ValueError(f"background_threshold must be in [0, 1], got {self.background_threshold}")
+
+
+def _clean_names(names: object, what: str, allow_empty: bool = False) -> list[str]:
+    """Stripped names; ValueError for a non-list, non-string entries, blank names or (unless allowed) no names."""
+    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+        raise ValueError(f"the {what} list must be a list of names, got {type(names).__name__}")
+    cleaned = []
+    for position, name in enumerate(names, start=1):
+        if not isinstance(name, str):
+            raise ValueError(f"{what} {position} is a {type(name).__name__}, not a name: {name!r}")
+        if not name.strip():
+            raise ValueError(f"{what} {position} is blank")
+        cleaned.append(name.strip())
+    if not cleaned and not allow_empty:
+        raise ValueError(f"the {what} list is empty")
+    return cleaned
+
 
 def get_templates(name: str) -> tuple[str, ...]:
+    """The prompt templates of a named template set."""
     try:
         return TEMPLATES[name]
     except KeyError:
         raise ValueError(f"unknown template set {name!r}; choose one of: {', '.join(TEMPLATES)}") from None
+
+
+def teacher_fingerprint(model: torch.nn.Module) -> str:
+    """16 hex chars of a sha256 over the tensors defining the text space (text encoder, text projection,
+    logit scale), in sorted name order: the same weights always give the same fingerprint."""
+    return fingerprint(model, lambda name: name.startswith(TEXT_SPACE_PREFIXES) or name in TEXT_SPACE_NAMES)
 
 
 @torch.no_grad()
@@ -89,4 +160,145 @@ def build_vocabulary(
         logit_scale=float(model.scale().detach()),
         background_threshold=background_threshold,
         templates=templates,
+        teacher=teacher_fingerprint(model),
+    )
+
+
+def vocabulary_for(model: torch.nn.Module, spec: str, templates: str = "ensemble") -> Vocabulary:
+    """Vocabulary of the label set named by `spec` (see `parse_classes`) embedded by the teacher `model`."""
+    labels = parse_classes(spec)
+    return build_vocabulary(model, labels.classes, labels.background_words, templates, labels.background_threshold)
+
+
+def _check_entries(vocabulary: Vocabulary, source: str) -> None:
+    """ValueError unless the embeddings are (foreground + background words, E)."""
+    rows = len(vocabulary.foreground) + len(vocabulary.background_words)
+    shape = tuple(vocabulary.embeddings.shape)
+    if len(shape) != 2 or shape[0] != rows:
+        raise ValueError(f"{source}: embeddings of shape {shape} for {rows} entries (foreground + background words)")
+
+
+def save_vocabulary(vocabulary: Vocabulary, path: Path | str) -> None:
+    """Write a vocabulary atomically as safetensors: tensor `embeddings`, everything else as JSON metadata."""
+    _check_entries(vocabulary, "vocabulary")
+    info = {
+        "format_version": FORMAT_VERSION,
+        "label_set": vocabulary.label_set,
+        "background_words": vocabulary.background_words,
+        "logit_scale": vocabulary.logit_scale,
+        "background_threshold": vocabulary.background_threshold,
+        "templates": {"name": vocabulary.templates, "prompts": list(get_templates(vocabulary.templates))},
+        "teacher": vocabulary.teacher,
+        "embed_dim": vocabulary.embed_dim,
+    }
+    metadata = {"kind": VOCABULARY_KIND, "vocabulary": json.dumps(info)}
+    atomic_save_safetensors({"embeddings": vocabulary.embeddings.float()}, Path(path), metadata)
+
+
+def load_vocabulary(
+    path: Path | str, expected_dim: int | None = None, expected_teacher: str | None = None
+) -> Vocabulary:
+    """Read a file written by `save_vocabulary`; ValueError when it is not a vocabulary, or when its embedding
+    dimension or teacher fingerprint differ from what the model expects (checked only when given)."""
+    path = Path(path)
+    tensors, metadata = read_safetensors(path, VOCABULARY_KIND)
+    if "embeddings" not in tensors:
+        raise ValueError(f"{path} is not a vocabulary file (no embeddings)")
+    try:
+        info = json.loads(metadata["vocabulary"])
+        if info["format_version"] != FORMAT_VERSION:
+            raise ValueError(f"{path}: vocabulary format version {info['format_version']} (expected {FORMAT_VERSION})")
+        vocabulary = Vocabulary(
+            label_set=list(info["label_set"]),
+            background_words=list(info["background_words"]),
+            embeddings=tensors["embeddings"],
+            logit_scale=float(info["logit_scale"]),
+            background_threshold=float(info["background_threshold"]),
+            templates=str(info["templates"]["name"]),
+            teacher=str(info["teacher"]),
+        )
+        recorded_dim = int(info["embed_dim"])
+    except (KeyError, TypeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: malformed vocabulary metadata ({type(err).__name__}: {err})") from err
+    _check_entries(vocabulary, str(path))
+    if vocabulary.embed_dim != recorded_dim:
+        raise ValueError(f"{path}: embeddings have dimension {vocabulary.embed_dim}, metadata says {recorded_dim}")
+    if expected_dim is not None and vocabulary.embed_dim != expected_dim:
+        raise ValueError(
+            f"{path}: vocabulary has dimension {vocabulary.embed_dim} but the model expects {expected_dim}"
+        )
+    if expected_teacher is not None and vocabulary.teacher != expected_teacher:
+        raise ValueError(
+            f"{path}: vocabulary was built by teacher {vocabulary.teacher or '(unknown)'}, "
+            f"this model distils teacher {expected_teacher}"
+        )
+    return vocabulary
+
+
+@cache
+def _benchmark_classnames() -> dict:
+    """The package's assets/classnames.json (benchmark label sets and GroupViT's background thresholds)."""
+    text = resources.files("mixreorg_edge").joinpath("assets", "classnames.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def builtin_label_set(name: str) -> LabelSet:
+    """A built-in label set: a benchmark's (voc, context, coco_object, ade20k) or the synthetic world's."""
+    if name in _SYNTHETIC_SETS:
+        from .data.synth import LABEL_SETS, STUFF  # here, so deploying a head does not import the data stack
+
+        classes = list(LABEL_SETS[_SYNTHETIC_SETS[name]])
+        return LabelSet(classes, list(STUFF) if BACKGROUND in classes else [])
+    if name in _BENCHMARK_SETS:
+        names = _benchmark_classnames()
+        return LabelSet(list(names[name]), [], float(names["background_threshold"].get(name, 0.0)))
+    raise ValueError(f"unknown label set {name!r}; built-in: {', '.join(BUILTIN_LABEL_SETS)}")
+
+
+def _read_class_file(path: Path) -> LabelSet:
+    """A .json (list of names, or {"classes", "background_words", "background_threshold"}) or .txt class file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"class list file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".txt":
+        return LabelSet([line for line in text.splitlines() if line.strip()])
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"invalid JSON in {path}: {err}") from err
+    if isinstance(data, dict):
+        unknown = sorted(data.keys() - _JSON_KEYS)
+        if unknown or "classes" not in data:
+            raise ValueError(f'{path}: expected keys "classes" and optionally "background_words", '
+                             f'"background_threshold"; got {sorted(data)}')
+        threshold = data.get("background_threshold", 0.0)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+            raise ValueError(f"{path}: background_threshold must be a number, got {threshold!r}")
+        return LabelSet(data["classes"], data.get("background_words", []), float(threshold))
+    return LabelSet(data)
+
+
+def parse_classes(spec: str) -> LabelSet:
+    """A label set from a built-in name ("voc"), a .json / .txt class file, or a comma-separated list ("a,b,c").
+
+    A bare word that is neither a built-in nor a file is refused (a one-class vocabulary labels every pixel alike,
+    so it is far more likely a mistyped built-in name).
+    """
+    spec = spec.strip()
+    if not spec:
+        raise ValueError("the class list is empty")
+    if spec in BUILTIN_LABEL_SETS:
+        return builtin_label_set(spec)
+    path = Path(spec)
+    if path.suffix.lower() in CLASS_FILE_SUFFIXES:
+        return _read_class_file(path)
+    if "," in spec:
+        return LabelSet(spec.split(","))
+    if path.exists() or "/" in spec or "\\" in spec:
+        if not path.exists():
+            raise FileNotFoundError(f"class list file not found: {path}")
+        raise ValueError(f"{path}: unsupported class list file (use {' or '.join(CLASS_FILE_SUFFIXES)})")
+    raise ValueError(
+        f"unknown label set {spec!r}; use a built-in ({', '.join(BUILTIN_LABEL_SETS)}), "
+        f"a {' or '.join(CLASS_FILE_SUFFIXES)} file, or a comma-separated list of class names"
     )

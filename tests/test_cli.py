@@ -51,7 +51,7 @@ def test_corrupt_jpeg_in_a_shard_is_skipped_and_counted(tiny_world: Path, tmp_pa
     result = train_teacher(shards, tmp_path / "run", tiny_teacher_config(), tiny_train_config(steps=10),
                            show_progress=False)
     assert result.steps == 10
-    assert result.corrupt_images == 1
+    assert result.metrics["corrupt_images"] == 1
 
 
 def test_eval_cli_writes_the_contract_keys(tiny_world: Path, tmp_path: Path) -> None:

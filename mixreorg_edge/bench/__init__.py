@@ -1,0 +1,1 @@
+"""Measurement helpers: latency, FLOPs, parameter counts."""

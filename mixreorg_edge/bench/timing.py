@@ -1,0 +1,46 @@
+"""Latency and cost measurements of a model on this host."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def measure_latency(fn: Callable[[], object], warmup: int = 5, runs: int = 20) -> dict[str, float]:
+    """Call `fn` `warmup` times untimed, then `runs` times timed; milliseconds (median, p90, min, mean)."""
+    if runs < 1:
+        raise ValueError("runs must be >= 1")
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000.0)
+    times.sort()
+    return {
+        "median_ms": round(statistics.median(times), 3),
+        "p90_ms": round(times[min(len(times) - 1, int(0.9 * len(times)))], 3),
+        "min_ms": round(times[0], 3),
+        "mean_ms": round(statistics.fmean(times), 3),
+        "runs": runs,
+        "warmup": warmup,
+        "threads": torch.get_num_threads(),
+    }
+
+
+@torch.no_grad()
+def count_gflops(model: torch.nn.Module, example: torch.Tensor) -> float:
+    """Forward FLOPs (multiply and add counted separately, as torch's FlopCounterMode does) in GFLOPs."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(example)
+    return counter.get_total_flops() / 1e9
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,99 @@
+"""Dense students (backbone + decoder, the DenseModel protocol) and the deployable graphs built on them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..head import VocabularyHead
+from ..vocab import Vocabulary
+from .decoder import FPNDecoder
+from .students import create_backbone, parse_student
+
+OUTPUTS = ("scores", "labels")
+
+
+@dataclass
+class StudentConfig:
+    """Everything needed to rebuild a student; `image_size` is the fixed input size it is deployed at."""
+
+    student: str = "mobilevit"  # "family" or "family:size", see students.FAMILIES
+    embed_dim: int = 256  # the teacher's joint-space dimension E
+    decoder_width: int = 64
+    image_size: int = 448
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudentConfig:
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown StudentConfig keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+class DenseStudent(nn.Module):
+    """timm backbone + FPN decoder: normalised images -> (B, E, H/8, W/8) unit-norm joint-space embeddings."""
+
+    def __init__(self, cfg: StudentConfig, backbone_weights: Path | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.spec = parse_student(cfg.student)
+        self.backbone = create_backbone(self.spec, backbone_weights)
+        self.decoder = FPNDecoder(self.backbone.feature_info.channels(), cfg.embed_dim, cfg.decoder_width)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.cfg.embed_dim
+
+    def encode_dense(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised images (H, W multiples of 32) -> (B, E, H/8, W/8)."""
+        return self.decoder(self.backbone(images))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encode_dense(images)
+
+
+def _check_dense_model(model: nn.Module) -> None:
+    if not callable(getattr(model, "encode_dense", None)):
+        raise TypeError(f"{type(model).__name__} has no encode_dense(images); it is not a DenseModel")
+
+
+class SegmentationModel(nn.Module):
+    """Deployable segmenter with a baked vocabulary: dense embeddings -> vocabulary logits (1x1 conv) -> bilinear
+    upsample to the input size -> label-set scores (background rule).
+
+    `output="scores"`: (B, C, H, W) label-set probabilities; `output="labels"`: (B, H, W) int64 argmax."""
+
+    def __init__(self, model: nn.Module, vocabulary: Vocabulary, output: str = "scores") -> None:
+        super().__init__()
+        _check_dense_model(model)
+        if output not in OUTPUTS:
+            raise ValueError(f"unknown output {output!r}; choose one of: {', '.join(OUTPUTS)}")
+        self.model = model
+        self.head = VocabularyHead(vocabulary)
+        self.output = output
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.head.logits(self.model.encode_dense(images))
+        logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        scores = self.head.label_scores(logits)
+        return scores.argmax(dim=1) if self.output == "labels" else scores
+
+
+class EmbeddingModel(nn.Module):
+    """Vocabulary-swappable deployable graph: images -> (B, E, h, w) embeddings; the app applies a vocabulary."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        _check_dense_model(model)
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_dense(images)

@@ -1,0 +1,99 @@
+"""Teacher targets computed once and cached (the way MobileCLIP stores teacher outputs with its dataset).
+
+The cache holds, for a fixed image set, the decoded images and the teacher's dense embeddings (fp16), in both
+orientations when the augmentation is a horizontal flip, so every training view has an exact teacher target. Its
+key covers the teacher's weights, the image set, the image size and the augmentation: change any and it is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from ..checkpoint import atomic_save_safetensors, fingerprint
+from ..data.shards import CorruptImageError, ImageTextShards, decode_image
+from ..data.transforms import normalize_uint8
+
+AUGMENTATIONS = ("none", "hflip")
+CACHE_VERSION = 1
+
+
+@dataclass
+class TeacherTargets:
+    images: torch.Tensor  # (N, 3, S, S) uint8, every view (originals, then flips when augmented)
+    embeddings: torch.Tensor  # (N, E, h, w) float16, the teacher's dense embeddings of each view
+    path: Path
+    reused: bool
+    skipped: int  # undecodable images left out
+
+
+def cache_key(teacher: torch.nn.Module, shards: ImageTextShards, count: int, image_size: int, augment: str) -> str:
+    """A digest of everything the targets depend on."""
+    sources = [(str(path.resolve()), path.stat().st_size) for path in shards.shards]
+    spec = {
+        "version": CACHE_VERSION,
+        "teacher": fingerprint(teacher),
+        "shards": sources,
+        "count": count,
+        "image_size": image_size,
+        "augment": augment,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _decode_first(shards: ImageTextShards, count: int, image_size: int) -> tuple[torch.Tensor, int]:
+    """The first `count` decodable images of the shards (undecodable ones are skipped and counted)."""
+    images, skipped = [], 0
+    for index in range(len(shards)):
+        if len(images) == count:
+            break
+        try:
+            images.append(decode_image(shards.read(index)[0], image_size))
+        except CorruptImageError:
+            skipped += 1
+    if not images:
+        raise ValueError("no decodable image to distil on")
+    return torch.stack(images), skipped
+
+
+@torch.no_grad()
+def _teacher_embeddings(teacher: torch.nn.Module, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    teacher.eval()
+    device = next(teacher.parameters()).device
+    chunks = [
+        teacher.encode_dense(normalize_uint8(images[i : i + batch].to(device))).half().cpu()
+        for i in range(0, len(images), batch)
+    ]
+    return torch.cat(chunks)
+
+
+def teacher_targets(
+    teacher: torch.nn.Module,
+    shards: ImageTextShards,
+    count: int,
+    image_size: int,
+    augment: str,
+    cache_dir: Path,
+) -> TeacherTargets:
+    """Load the cached targets for this (teacher, images, size, augmentation), or compute and cache them."""
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augment!r}; choose one of: {', '.join(AUGMENTATIONS)}")
+    path = Path(cache_dir) / f"targets-{cache_key(teacher, shards, count, image_size, augment)}.safetensors"
+    if path.is_file():
+        cached = load_file(path)
+        return TeacherTargets(cached["images"], cached["embeddings"], path, True, int(cached["skipped"]))
+    images, skipped = _decode_first(shards, count, image_size)
+    if augment == "hflip":
+        images = torch.cat([images, images.flip(-1)])
+    embeddings = _teacher_embeddings(teacher, images)
+    atomic_save_safetensors(
+        {"images": images, "embeddings": embeddings, "skipped": torch.tensor(skipped)},
+        path,
+        metadata={"augment": augment, "image_size": str(image_size), "count": str(count)},
+    )
+    return TeacherTargets(images, embeddings, path, False, skipped)

@@ -1,0 +1,146 @@
+"""`distill`: teach a timm student the teacher's dense embeddings (feature distillation) and its per-location class
+distribution over a distillation vocabulary (logit distillation). Images only: no masks, no captions needed."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..checkpoint import fingerprint
+from ..data.shards import ImageTextShards
+from ..data.transforms import normalize_uint8
+from ..runs import load_model
+from ..training import TrainConfig, TrainResult, default_device, prepare_run, run_training
+from ..vocab import embed_class_names, get_templates, parse_classes, teacher_fingerprint
+from .losses import feature_loss, logit_loss
+from .student import DenseStudent, StudentConfig
+from .students import parse_student
+from .targets import teacher_targets
+
+STOP_WORDS = frozenset(
+    "a an the of on in at to and or with by for from over under near is are this that there these its it my our "
+    "your their some one two three photo picture image view look shot scene front behind next here".split()
+)
+
+
+@dataclass
+class DistillConfig:
+    """What is distilled and how. `vocabulary`: "captions" (the frequent words of the training captions) or a
+    class spec (built-in name, file or "a,b,c") used as the logit-distillation vocabulary."""
+
+    images: int = 4096
+    augment: str = "hflip"
+    feature_weight: float = 1.0
+    logit_weight: float = 1.0
+    temperature: float = 2.0
+    vocabulary: str = "captions"
+    max_words: int = 256
+
+
+def default_train_config() -> TrainConfig:
+    return TrainConfig(batch_size=64, lr=2e-3, warmup_steps=50, steps=1000, save_every=250, log_every=10)
+
+
+def caption_words(shards: ImageTextShards, max_captions: int = 5000, max_words: int = 256) -> list[str]:
+    """The most frequent content words of the first captions (seen at least 5 times), most frequent first."""
+    counts: Counter[str] = Counter()
+    for index in range(min(len(shards), max_captions)):
+        counts.update(w for w in re.findall(r"[a-z]+", shards.read(index)[1].lower()) if w not in STOP_WORDS)
+    words = [word for word, count in counts.most_common(max_words) if count >= 5 and len(word) > 2]
+    if not words:
+        raise ValueError("the shards have no captions to build a distillation vocabulary from; pass a class list")
+    return words
+
+
+def distillation_vocabulary(teacher: torch.nn.Module, shards: ImageTextShards, cfg: DistillConfig) -> list[str]:
+    if cfg.vocabulary == "captions":
+        return caption_words(shards, max_words=cfg.max_words)
+    label_set = parse_classes(cfg.vocabulary)
+    return [name for name in label_set.classes if name != "background"] + label_set.background_words
+
+
+def distill(
+    teacher_run: Path,
+    student: str,
+    data: Path,
+    out: Path,
+    train_cfg: TrainConfig | None = None,
+    distill_cfg: DistillConfig | None = None,
+    resume: bool = False,
+    cache_dir: Path | None = None,
+    backbone_weights: Path | None = None,
+    device: torch.device | None = None,
+    show_progress: bool = True,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Distil the teacher in `teacher_run` into `student` ("family[:size]") on the images under `data`."""
+    parse_student(student)  # unknown names fail before any work
+    train_cfg = train_cfg or default_train_config()
+    distill_cfg = distill_cfg or DistillConfig()
+    device = device or default_device()
+    teacher, teacher_config = load_model(teacher_run)
+    if teacher_config.get("kind") != "teacher":
+        raise ValueError(f"--teacher {teacher_run} is a {teacher_config.get('kind')} run, not a teacher")
+    teacher = teacher.to(device)
+    shards = ImageTextShards(data, require_caption=False)
+    image_size = teacher_config["teacher"]["image"]["image_size"]
+    student_cfg = StudentConfig(student=student, embed_dim=teacher.embed_dim, image_size=image_size)
+    run_config = {
+        "kind": "student",
+        "student": student_cfg.to_dict(),
+        "teacher": teacher_config["teacher"],
+        "teacher_run": str(teacher_run),
+        "teacher_fingerprint": fingerprint(teacher),
+        "text_fingerprint": teacher_fingerprint(teacher),  # what a vocabulary for this student must be built by
+        "distill": asdict(distill_cfg),
+        "data": str(data),
+    }
+    config = prepare_run(out, run_config, train_cfg, resume)
+    train_cfg = TrainConfig.from_dict(config["train"])
+    distill_cfg = DistillConfig(**config["distill"])
+    student_cfg = StudentConfig.from_dict(config["student"])
+
+    targets = teacher_targets(
+        teacher, shards, distill_cfg.images, image_size, distill_cfg.augment, cache_dir or Path(teacher_run) / "cache"
+    )
+    words = distillation_vocabulary(teacher, shards, distill_cfg)
+    vocabulary = embed_class_names(teacher, words, get_templates("simple")).to(device)
+    scale = float(teacher.scale().detach())
+    del teacher
+
+    torch.manual_seed(train_cfg.seed)
+    model = DenseStudent(student_cfg, backbone_weights).to(device)
+    generator_seed = train_cfg.seed * 1_000_003
+    views = len(targets.images)
+
+    def step_fn(step: int) -> dict[str, torch.Tensor]:
+        epoch, offset = divmod(step * train_cfg.batch_size, views)
+        order = torch.randperm(views, generator=torch.Generator().manual_seed(generator_seed + epoch))
+        index = torch.cat([order, order])[offset : offset + train_cfg.batch_size]
+        images = normalize_uint8(targets.images[index].to(device))
+        target = targets.embeddings[index].to(device).float()
+        dense = model.encode_dense(images)
+        if target.shape[-2:] != dense.shape[-2:]:
+            target = F.interpolate(target, size=dense.shape[-2:], mode="bilinear", align_corners=False)
+        terms = {"feature": feature_loss(dense, target)}
+        terms["logit"] = logit_loss(dense, target, vocabulary, scale, distill_cfg.temperature)
+        loss = distill_cfg.feature_weight * terms["feature"] + distill_cfg.logit_weight * terms["logit"]
+        return {"loss": loss, **terms}
+
+    return run_training(
+        out,
+        model,
+        train_cfg,
+        config,
+        step_fn,
+        resume=resume,
+        description=f"distill {student_cfg.student}",
+        extra_metrics=lambda: {"targets_reused": targets.reused, "vocabulary_words": len(words)},
+        show_progress=show_progress,
+        stop_after=stop_after,
+    )

@@ -1,0 +1,70 @@
+"""`segment`: one image -> label map -> colour overlay PNG, for a teacher or a student run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .head import VocabularyHead
+from .overlay import draw_overlay
+from .pipeline import protocol_of
+from .runs import load_model
+from .vocab import Vocabulary, load_vocabulary, teacher_fingerprint, vocabulary_for
+from .zeroshot import predict_label_map
+
+
+def read_image(path: Path) -> Image.Image:
+    """Open an image file fully (JPEG/PNG/...), with a clear error for missing or unreadable files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ValueError(f"cannot read image {path}: {error}") from None
+
+
+def run_vocabulary(model_path: Path, classes: str | None, vocab: Path | None) -> tuple[Any, dict, Vocabulary]:
+    """Load a run's model and the vocabulary to segment with (built from `classes`, or read from `vocab`).
+
+    A student has no text encoder: `classes` are embedded by the teacher it was distilled from."""
+    if (classes is None) == (vocab is None):
+        raise ValueError("pass exactly one of --classes or --vocab")
+    model, config = load_model(model_path)
+    text_model = model
+    if config["kind"] == "student":
+        if vocab is None:
+            text_model, _ = load_model(Path(config["teacher_run"]))
+        expected = config["text_fingerprint"]
+    else:
+        expected = teacher_fingerprint(model)
+    if vocab is not None:
+        vocabulary = load_vocabulary(vocab, expected_dim=model.embed_dim, expected_teacher=expected)
+    else:
+        vocabulary = vocabulary_for(text_model, classes, templates=config["teacher"]["eval"]["templates"])
+        if vocabulary.teacher != expected:
+            raise ValueError(f"{config['teacher_run']} is not the teacher this student was distilled from")
+    return model, config, vocabulary
+
+
+def segment_image(
+    model_path: Path, image_path: Path, out: Path, classes: str | None = None, vocab: Path | None = None
+) -> dict[str, Any]:
+    """Segment one image and write a colour overlay with a legend (PNG, the input's size) to `out`."""
+    image = read_image(image_path)
+    model, config, vocabulary = run_vocabulary(model_path, classes, vocab)
+    labels = predict_label_map(model, VocabularyHead(vocabulary), image, protocol_of(config))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    draw_overlay(image, labels, vocabulary.label_set).save(out, format="PNG")
+    counts = np.bincount(labels.ravel(), minlength=len(vocabulary.label_set)) / labels.size
+    return {
+        "out": str(out),
+        "size": [image.width, image.height],
+        "fractions": {name: round(float(f), 4) for name, f in zip(vocabulary.label_set, counts) if f > 0},
+    }

@@ -1,0 +1,97 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from mixreorg_edge.cli import app
+from mixreorg_edge.data.shards import ImageTextShards
+from mixreorg_edge.distill.targets import teacher_targets
+from mixreorg_edge.distill.train import DistillConfig, distill
+from mixreorg_edge.runs import METRICS_FILE, load_model
+from mixreorg_edge.training import TrainConfig
+
+runner = CliRunner()
+STUDENT = "mobilenetv4"  # the fastest family at tiny sizes
+
+
+def _train_cfg(steps: int) -> TrainConfig:
+    return TrainConfig(batch_size=16, lr=3e-3, warmup_steps=2, steps=steps, save_every=100, log_every=1, seed=0)
+
+
+def test_distillation_loss_falls(tiny_world: Path, tiny_teacher_run: Path, tmp_path: Path) -> None:
+    result = distill(tiny_teacher_run, STUDENT, tiny_world, tmp_path / "student", _train_cfg(25),
+                     DistillConfig(images=32), cache_dir=tmp_path / "cache", show_progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "student" / METRICS_FILE).read_text().splitlines()]
+    first, last = rows[0], rows[-1]
+    assert result.steps == 25
+    assert last["feature"] < first["feature"] and last["loss"] < first["loss"]
+    model, config = load_model(tmp_path / "student")
+    assert config["kind"] == "student" and model.embed_dim == 32
+
+
+def test_teacher_target_cache_is_reused_and_invalidated(tiny_world: Path, tiny_teacher_run: Path,
+                                                        tmp_path: Path) -> None:
+    teacher, _ = load_model(tiny_teacher_run)
+    shards = ImageTextShards(tiny_world)
+    first = teacher_targets(teacher, shards, 8, 32, "hflip", tmp_path)
+    again = teacher_targets(teacher, shards, 8, 32, "hflip", tmp_path)
+    assert not first.reused and again.reused and again.path == first.path
+    assert torch.equal(first.embeddings, again.embeddings) and len(first.images) == 16  # both orientations
+    other_augment = teacher_targets(teacher, shards, 8, 32, "none", tmp_path)
+    assert not other_augment.reused and other_augment.path != first.path
+    with torch.no_grad():
+        teacher.image_proj.fc1.weight.add_(0.01)  # a changed teacher
+    changed = teacher_targets(teacher, shards, 8, 32, "hflip", tmp_path)
+    assert not changed.reused and changed.path != first.path
+
+
+def test_eval_and_segment_accept_a_student(tiny_world: Path, tiny_teacher_run: Path, tmp_path: Path) -> None:
+    distill(tiny_teacher_run, STUDENT, tiny_world, tmp_path / "student", _train_cfg(2), DistillConfig(images=16),
+            cache_dir=tmp_path / "cache", show_progress=False)
+    result = runner.invoke(app, ["eval", "--model", str(tmp_path / "student"), "--data", str(tiny_world / "val"),
+                                 "--json", str(tmp_path / "scores.json")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "scores.json").read_text())["num_images"] == 6
+    image = tmp_path / "odd.jpg"
+    Image.new("RGB", (50, 37), (30, 120, 200)).save(image)
+    result = runner.invoke(app, ["segment", "--model", str(tmp_path / "student"), "--image", str(image),
+                                 "--classes", "background,car,tree", "--out", str(tmp_path / "seg.png")])
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "seg.png").size == (50, 37)
+
+
+def test_segment_with_a_vocabulary_file(tiny_teacher_run: Path, tmp_path: Path) -> None:
+    vocab = tmp_path / "vocab.safetensors"
+    result = runner.invoke(app, ["vocab", "build", "--teacher", str(tiny_teacher_run), "--classes",
+                                 "synthetic-objects", "--out", str(vocab)])
+    assert result.exit_code == 0, result.output
+    image = tmp_path / "img.png"
+    Image.new("RGB", (70, 90), (200, 180, 40)).save(image)
+    result = runner.invoke(app, ["segment", "--model", str(tiny_teacher_run), "--image", str(image),
+                                 "--vocab", str(vocab), "--out", str(tmp_path / "seg.png")])
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "seg.png").size == (70, 90)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["distill", "--teacher", "{run}", "--student", "blob", "--data", "{world}", "--out", "{tmp}/s"], "mobilevit"),
+        (["distill", "--teacher", "{tmp}/none", "--student", "mobilevit", "--data", "{world}", "--out", "{tmp}/s"],
+         "no trained model"),
+        (["segment", "--model", "{run}", "--image", "{tmp}/broken.jpg", "--classes", "a,b", "--out", "{tmp}/o.png"],
+         "cannot read image"),
+        (["segment", "--model", "{run}", "--image", "{tmp}/absent.jpg", "--classes", "a,b", "--out", "{tmp}/o.png"],
+         "not found"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_a_clear_message(args: list[str], message: str, tiny_world: Path,
+                                                      tiny_teacher_run: Path, tmp_path: Path) -> None:
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    filled = [a.format(run=tiny_teacher_run, world=tiny_world, tmp=tmp_path) for a in args]
+    result = runner.invoke(app, filled)
+    assert result.exit_code == 2
+    assert message in result.output

@@ -1,0 +1,30 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from mixreorg_edge.pipeline import quickstart, shipped_teacher
+from mixreorg_edge.runs import load_model
+
+SUMMARY_KEYS = {"teacher_run", "val_dir", "teacher_miou", "seconds", "student_run", "student_miou"}
+
+
+@pytest.mark.parametrize("from_scratch", [False, True])
+def test_quickstart_writes_a_summary_of_every_artifact(from_scratch: bool, tmp_path: Path) -> None:
+    out = tmp_path / "qs"
+    summary = quickstart(out, minutes=0.02 if from_scratch else None, from_scratch=from_scratch,
+                         train_images=128, val_images=6, distill_steps=2)
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(on_disk) and on_disk == json.loads(json.dumps(summary))
+    for key in ("teacher_run", "val_dir", "student_run", "teacher_eval_objects", "student_eval_objects"):
+        assert Path(on_disk[key]).exists(), key
+    assert 0.0 <= on_disk["teacher_miou"] <= 100.0 and 0.0 <= on_disk["student_miou"] <= 100.0
+    with pytest.raises(FileExistsError):
+        quickstart(out, train_images=128, val_images=6, distill_steps=2)
+
+
+def test_shipped_teacher_records_how_it_was_made() -> None:
+    model, config = load_model(shipped_teacher())
+    assert config["kind"] == "teacher" and config["teacher"]["preset"] == "toy"
+    provenance = json.loads((shipped_teacher() / "config.json").read_text())
+    assert "train-teacher" in provenance["provenance"]["command"] and provenance["train"]["seed"] == 0
