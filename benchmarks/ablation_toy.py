@@ -1,0 +1,134 @@
+"""Ablation of MixReorg's components on the toy preset: every variant trains with the same seed, data and step
+budget, then is evaluated zero-shot on the synthetic validation split (objects and context).
+
+    python benchmarks/ablation_toy.py --data runs/quickstart/data --steps 600 --jobs 2
+
+Writes benchmarks/results/ablation_toy.json: a list of {"variant", "miou", "miou_context", ...} rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from mixreorg_edge.checkpoint import load_model_state
+from mixreorg_edge.data.segfolder import SegmentationFolder
+from mixreorg_edge.pipeline import protocol_of
+from mixreorg_edge.runs import MODEL_FILE, load_model
+from mixreorg_edge.teacher.ablation import LADDER, VARIANTS, apply_variant
+from mixreorg_edge.teacher.presets import get_preset
+from mixreorg_edge.teacher.train import train_teacher
+from mixreorg_edge.zeroshot import evaluate
+
+RESULTS = Path(__file__).parent / "results" / "ablation_toy.json"
+
+
+def evaluate_with_readout(run: Path, data: Path, readout: str) -> tuple[float, float]:
+    """Objects and context mIoU of a run's teacher read out densely with `readout` ("group" or "token")."""
+    model, config = load_model(run)
+    model.cfg.readout = readout
+    protocol = protocol_of(config)
+    scores = [evaluate(model, SegmentationFolder(data / "val", name), protocol)["miou"] for name in ("objects", "context")]
+    return round(scores[0], 2), round(scores[1], 2)
+
+
+def _finished(run: Path, teacher: dict, steps: int, seed: int) -> bool:
+    """True when `run` already holds this exact variant trained for `steps` steps with `seed`."""
+    try:
+        _, config = load_model_state(run / MODEL_FILE)
+    except FileNotFoundError:
+        return False
+    return config["teacher"] == teacher and config["step"] == steps and config["train"]["seed"] == seed
+
+
+def _last_metrics(run: Path) -> dict:
+    return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def _read_elapsed(run: Path) -> float:
+    return round(_last_metrics(run)["elapsed"], 1)
+
+
+def _read_final_loss(run: Path) -> float:
+    return round(_last_metrics(run)["loss"], 4)
+
+
+def run_variant(variant: str, data: Path, runs: Path, steps: int, seed: int, threads: int) -> list[dict]:
+    """Train one variant and evaluate it; the baseline is also read out with GroupViT's own group readout (it never
+    trains the token readout). Returns its result rows."""
+    torch.set_num_threads(threads)
+    teacher_cfg, train_cfg = get_preset("toy")
+    apply_variant(teacher_cfg, variant)
+    train_cfg.steps, train_cfg.seed = steps, seed
+    run = runs / variant
+    if not _finished(run, teacher_cfg.to_dict(), steps, seed):  # reuse a run made by `mixreorg-edge train-teacher`
+        train_teacher(data / "train", run, teacher_cfg, train_cfg, show_progress=False)
+    readouts = ["group", teacher_cfg.readout] if variant == "baseline" else [teacher_cfg.readout]
+    rows = []
+    for readout in dict.fromkeys(readouts):
+        objects, context = evaluate_with_readout(runs / variant, data, readout)
+        name = variant if readout == readouts[0] else f"{variant} ({readout} readout)"
+        rows.append({
+            "variant": name,
+            "miou": objects,
+            "miou_context": context,
+            "readout": readout,
+            "steps": steps,
+            "train_seconds": _read_elapsed(run),
+            "final_loss": _read_final_loss(run),
+            "threads": threads,
+            "run": str(runs / variant),
+        })
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="synthetic world (train/ shards + val/ folder)")
+    parser.add_argument("--runs", type=Path, default=Path("runs/ablation_toy"), help="where the runs go")
+    parser.add_argument("--steps", type=int, default=600, help="training steps per variant (same for all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variants", nargs="+", default=[*LADDER, "full-context1"], choices=list(VARIANTS))
+    parser.add_argument("--jobs", type=int, default=1, help="variants trained at once (threads split between them)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per job (default: cores / jobs)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    threads = args.threads or max(1, torch.get_num_threads() // args.jobs)
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
+        futures = [
+            pool.submit(run_variant, v, args.data, args.runs, args.steps, args.seed, threads) for v in args.variants
+        ]
+        rows = [row for future in futures for row in future.result()]
+
+    table = Table(title=f"MixReorg ablation, toy preset, {args.steps} steps, seed {args.seed}")
+    for column in ("variant", "readout", "objects mIoU", "context mIoU", "steps", "train s", "final loss"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for row in rows:
+        table.add_row(row["variant"], row["readout"], f"{row['miou']:.2f}", f"{row['miou_context']:.2f}", str(row["steps"]),
+                      f"{row['train_seconds']:.0f}", f"{row['final_loss']:.3f}")
+    Console().print(table)
+    by_name = {row["variant"]: row for row in rows}
+    if "baseline" in by_name and "full" in by_name:
+        margin = by_name["full"]["miou"] - by_name["baseline"]["miou"]
+        Console().print(f"full - baseline: {margin:+.2f} mIoU (target: >= +5)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=2) + "\n")
+    meta = {"host": platform.node(), "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "seconds": round(time.perf_counter() - started, 1), "steps": args.steps, "seed": args.seed}
+    args.out.with_name(args.out.stem + "_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    Console().print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

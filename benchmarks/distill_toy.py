@@ -1,0 +1,111 @@
+"""Distil several mobile students from one toy teacher with one budget, and compare them with the teacher:
+parameters, GFLOPs and eager CPU latency at 448x448 (the deployed graph: student + vocabulary head + background
+rule + upsampling), `objects` mIoU, retention (student / teacher mIoU) and speedup versus the paper-size teacher
+(`vit-s` preset architecture; its weights do not matter for timing).
+
+    python benchmarks/distill_toy.py --teacher runs/quickstart/teacher --data runs/quickstart/data --steps 1000
+
+Writes benchmarks/results/distill_toy.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+
+from mixreorg_edge.bench.timing import count_gflops, count_parameters, measure_latency
+from mixreorg_edge.distill.student import SegmentationModel
+from mixreorg_edge.distill.train import default_train_config, distill
+from mixreorg_edge.pipeline import evaluate_run
+from mixreorg_edge.runs import load_model
+from mixreorg_edge.teacher.model import MixReorgTeacher
+from mixreorg_edge.teacher.presets import get_preset
+from mixreorg_edge.vocab import Vocabulary, builtin_label_set
+
+RESULTS = Path(__file__).parent / "results" / "distill_toy.json"
+DEFAULT_STUDENTS = ("mobilevit:xxs", "mobilevitv2:050", "efficientvit:b0", "mobilenetv4:conv_small", "repvit:m0_9",
+                    "fastvit:t8")
+SIZE = 448
+
+
+def deployed_cost(model: torch.nn.Module, embed_dim: int, runs: int) -> dict:
+    """Params, GFLOPs and latency at SIZE x SIZE of `model` behind a synthetic-objects vocabulary head (random
+    embeddings of the model's dimension: the vocabulary's values do not change the cost)."""
+    labels = builtin_label_set("synthetic-objects")
+    entries = len(labels.classes) - 1 + len(labels.background_words)
+    vocabulary = Vocabulary(labels.classes, labels.background_words,
+                            F.normalize(torch.randn(entries, embed_dim), dim=-1), logit_scale=50.0)
+    deployed = SegmentationModel(model, vocabulary, output="labels").eval()
+    example = torch.randn(1, 3, SIZE, SIZE)
+    with torch.inference_mode():
+        latency = measure_latency(lambda: deployed(example), warmup=5, runs=runs)
+    return {
+        "params_m": round(count_parameters(model) / 1e6, 3),
+        "gflops_448": round(count_gflops(deployed, example), 2),
+        "latency_448_ms": latency["median_ms"],
+        "latency_448_p90_ms": latency["p90_ms"],
+        "threads": latency["threads"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", type=Path, required=True, help="toy teacher run")
+    parser.add_argument("--data", type=Path, required=True, help="synthetic world (train/ shards + val/ folder)")
+    parser.add_argument("--runs", type=Path, default=Path("runs/distill_toy"))
+    parser.add_argument("--students", nargs="+", default=list(DEFAULT_STUDENTS))
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--latency-runs", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    console = Console()
+
+    teacher, _ = load_model(args.teacher)
+    teacher_miou = evaluate_run(args.teacher, args.data / "val", "objects")["miou"]
+    vit_s = MixReorgTeacher(get_preset("vit-s")[0]).eval()  # the paper-size inference path; weights do not matter
+    reference = {"model": "teacher-vit-s", "objects_miou": None, **deployed_cost(vit_s, vit_s.embed_dim, args.latency_runs)}
+    rows = [reference, {"model": "teacher-toy", "objects_miou": round(teacher_miou, 2),
+                        **deployed_cost(teacher, teacher.embed_dim, args.latency_runs)}]
+    for student in args.students:
+        run = args.runs / student.replace(":", "-")
+        train_cfg = default_train_config()
+        train_cfg.steps = args.steps
+        result = distill(args.teacher, student, args.data / "train", run, train_cfg, show_progress=True)
+        miou = evaluate_run(run, args.data / "val", "objects")["miou"]
+        model, _ = load_model(run)
+        row = {"model": student, "objects_miou": round(miou, 2), **deployed_cost(model, model.embed_dim, args.latency_runs)}
+        row["retention"] = round(miou / teacher_miou, 4)
+        row["speedup"] = round(reference["latency_448_ms"] / row["latency_448_ms"], 2)
+        row["miou_per_ms"] = round(miou / row["latency_448_ms"], 4)
+        row["distill_seconds"] = round(result.seconds, 1)
+        row["distill_steps"] = result.steps
+        rows.append(row)
+        console.print(f"{student}: mIoU {miou:.2f}, {row['latency_448_ms']:.1f} ms")
+
+    table = Table(title=f"students distilled for {args.steps} steps; latency at {SIZE}x{SIZE}, eager CPU")
+    columns = ("model", "params_m", "gflops_448", "latency_448_ms", "objects_miou", "retention", "speedup")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in rows:
+        table.add_row(*(str(row.get(column, "-")) for column in columns))
+    console.print(table)
+    students = [row for row in rows if "retention" in row]
+    if students:
+        best = max(students, key=lambda row: row["miou_per_ms"])
+        console.print(f"best mIoU per millisecond: {best['model']} ({best['miou_per_ms']:.3f})")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"host": platform.node(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "steps": args.steps, "teacher": str(args.teacher), "teacher_objects_miou": round(teacher_miou, 2)}
+    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    console.print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
