@@ -89,10 +89,6 @@ class TeacherConfig:
     # image embeddings of the contrastive losses); at toy scale the grouping collapses early and "group" starves the
     # segmentation loss of per-token signal.
     readout: str = "group"
-    # Locked-text warm-up: the text encoder and its projection stay at their random initialisation for this many
-    # steps, so the image encoder must learn the things that tell captions apart before the text side can settle on
-    # the easier background words (which otherwise collapses every thing word onto one embedding).
-    locked_text_steps: int = 0
     projection_layers: int = 2
     init_temperature: float = 0.07
     max_logit_scale: float = 100.0

@@ -44,9 +44,6 @@ def train_teacher(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
     def step_fn(step: int) -> dict[str, torch.Tensor]:
-        text_trains = step >= teacher_cfg.locked_text_steps
-        model.text_encoder.requires_grad_(text_trains)
-        model.text_proj.requires_grad_(text_trains)
         images, captions = batches.batch(step)
         with autocast:
             return model.training_losses(normalize_uint8(images.to(device)), model.tokenize(captions))
