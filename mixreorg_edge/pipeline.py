@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 
 from .data.segfolder import SegmentationFolder
-from .runs import CONFIG_FILE, MODEL_FILE, load_model, write_json_atomic
+from .runs import CONFIG_FILE, MODEL_FILE, load_model, load_text_model, write_json_atomic
 from .zeroshot import SlidingWindow, evaluate
 
 QUICKSTART_TRAIN_IMAGES = 20000
@@ -39,7 +39,8 @@ def evaluate_run(
     dataset = SegmentationFolder(data, label_set)
     model, config = load_model(model_path)
     templates = templates or config["teacher"]["eval"]["templates"]
-    scores = evaluate(model, dataset, protocol_of(config), templates=templates, show_progress=show_progress)
+    scores = evaluate(model, dataset, protocol_of(config), templates=templates, show_progress=show_progress,
+                      text_model=load_text_model(model, config))
     return {"model": str(model_path), **scores}
 
 

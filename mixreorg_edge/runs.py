@@ -56,3 +56,22 @@ def load_model(run: Path) -> tuple[nn.Module, dict[str, Any]]:
         raise ValueError(f"{run}: unknown model kind {kind!r} in its config")
     model.load_state_dict(state)
     return model.eval(), config
+
+
+def load_text_model(model: nn.Module, config: dict[str, Any]) -> nn.Module:
+    """The model that embeds class names for a run: a teacher itself; for a student, the teacher it was distilled
+    from (its `teacher_run`), refused unless its text side is the one the student was trained against."""
+    if config.get("kind") != "student":
+        return model
+    from .vocab import teacher_fingerprint
+
+    teacher_run = Path(config["teacher_run"])
+    try:
+        teacher, _ = load_model(teacher_run)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"this student's teacher {teacher_run} is missing: it embeds class names (or pass a --vocab file)"
+        ) from None
+    if teacher_fingerprint(teacher) != config["text_fingerprint"]:
+        raise ValueError(f"{teacher_run} is not the teacher this student was distilled from")
+    return teacher

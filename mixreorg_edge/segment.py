@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 from .head import VocabularyHead
 from .overlay import draw_overlay
 from .pipeline import protocol_of
-from .runs import load_model
+from .runs import load_model, load_text_model
 from .vocab import Vocabulary, load_vocabulary, teacher_fingerprint, vocabulary_for
 from .zeroshot import predict_label_map
 
@@ -36,19 +36,12 @@ def run_vocabulary(model_path: Path, classes: str | None, vocab: Path | None) ->
     if (classes is None) == (vocab is None):
         raise ValueError("pass exactly one of --classes or --vocab")
     model, config = load_model(model_path)
-    text_model = model
-    if config["kind"] == "student":
-        if vocab is None:
-            text_model, _ = load_model(Path(config["teacher_run"]))
-        expected = config["text_fingerprint"]
-    else:
-        expected = teacher_fingerprint(model)
+    expected = config["text_fingerprint"] if config["kind"] == "student" else teacher_fingerprint(model)
     if vocab is not None:
         vocabulary = load_vocabulary(vocab, expected_dim=model.embed_dim, expected_teacher=expected)
     else:
+        text_model = load_text_model(model, config)
         vocabulary = vocabulary_for(text_model, classes, templates=config["teacher"]["eval"]["templates"])
-        if vocabulary.teacher != expected:
-            raise ValueError(f"{config['teacher_run']} is not the teacher this student was distilled from")
     return model, config, vocabulary
 
 

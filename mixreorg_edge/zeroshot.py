@@ -95,11 +95,13 @@ def evaluate(
     templates: str = "ensemble",
     background_threshold: float = 0.0,
     show_progress: bool = False,
+    text_model: torch.nn.Module | None = None,
 ) -> dict:
-    """Zero-shot mIoU of `model` on a segmentation folder, accumulated over the whole dataset."""
+    """Zero-shot mIoU of `model` on a segmentation folder, accumulated over the whole dataset. Class names are
+    embedded by `text_model` (default: `model` itself; a student passes its teacher)."""
     model.eval()
     vocabulary: Vocabulary = build_vocabulary(
-        model, dataset.classes, dataset.background_words, templates, background_threshold
+        text_model or model, dataset.classes, dataset.background_words, templates, background_threshold
     )
     head = VocabularyHead(vocabulary).to(next(model.parameters()).device)
     metric = SegmentationMetric(len(dataset.classes))
