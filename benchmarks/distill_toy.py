@@ -69,9 +69,11 @@ def main() -> None:
 
     teacher, _ = load_model(args.teacher)
     teacher_miou = evaluate_run(args.teacher, args.data / "val", "objects")["miou"]
+    teacher_context = evaluate_run(args.teacher, args.data / "val", "context")["miou"]
     vit_s = MixReorgTeacher(get_preset("vit-s")[0]).eval()  # the paper-size inference path; weights do not matter
     reference = {"model": "teacher-vit-s", "objects_miou": None, **deployed_cost(vit_s, vit_s.embed_dim, args.latency_runs)}
     rows = [reference, {"model": "teacher-toy", "objects_miou": round(teacher_miou, 2),
+                        "context_miou": round(teacher_context, 2),
                         **deployed_cost(teacher, teacher.embed_dim, args.latency_runs)}]
     for student in args.students:
         run = args.runs / student.replace(":", "-")
@@ -79,9 +81,12 @@ def main() -> None:
         train_cfg.steps = args.steps
         result = distill(args.teacher, student, args.data / "train", run, train_cfg, show_progress=True)
         miou = evaluate_run(run, args.data / "val", "objects")["miou"]
+        context = evaluate_run(run, args.data / "val", "context")["miou"]
         model, _ = load_model(run)
-        row = {"model": student, "objects_miou": round(miou, 2), **deployed_cost(model, model.embed_dim, args.latency_runs)}
+        row = {"model": student, "objects_miou": round(miou, 2), "context_miou": round(context, 2),
+               **deployed_cost(model, model.embed_dim, args.latency_runs)}
         row["retention"] = round(miou / teacher_miou, 4)
+        row["retention_context"] = round(context / teacher_context, 4)
         row["speedup"] = round(reference["latency_448_ms"] / row["latency_448_ms"], 2)
         row["miou_per_ms"] = round(miou / row["latency_448_ms"], 4)
         row["distill_seconds"] = round(result.seconds, 1)
@@ -90,7 +95,8 @@ def main() -> None:
         console.print(f"{student}: mIoU {miou:.2f}, {row['latency_448_ms']:.1f} ms")
 
     table = Table(title=f"students distilled for {args.steps} steps; latency at {SIZE}x{SIZE}, eager CPU")
-    columns = ("model", "params_m", "gflops_448", "latency_448_ms", "objects_miou", "retention", "speedup")
+    columns = ("model", "params_m", "gflops_448", "latency_448_ms", "objects_miou", "retention", "context_miou",
+               "retention_context", "speedup")
     for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right")
     for row in rows:
@@ -102,7 +108,8 @@ def main() -> None:
         console.print(f"best mIoU per millisecond: {best['model']} ({best['miou_per_ms']:.3f})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"host": platform.node(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "steps": args.steps, "teacher": str(args.teacher), "teacher_objects_miou": round(teacher_miou, 2)}
+            "steps": args.steps, "teacher": str(args.teacher), "teacher_objects_miou": round(teacher_miou, 2),
+            "teacher_context_miou": round(teacher_context, 2)}
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     console.print(f"wrote {args.out}")
 
