@@ -1,0 +1,123 @@
+"""How fast can the toy teacher's image encoder learn the synthetic world's *things* at all?
+
+An upper bound for caption-supervised training: the toy preset's stem + stage-1 layers (the layers the token readout
+uses) with a linear head are trained with *direct* labels, the thing words named in each caption (multi-label,
+max over tokens), on the same shards and batches as `train-teacher`. If even this learns slowly, no contrastive or
+mixing objective can segment things within the same budget.
+
+    python benchmarks/thing_learnability.py --data runs/quickstart/data --steps 2000 --lr 1e-3
+
+Writes benchmarks/results/thing_learnability.json: one row per evaluation point (held-out recall and precision of
+thing presence on the first --val-batches batches of the validation captions' images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+from mixreorg_edge.data.shards import CaptionBatches, ImageTextShards
+from mixreorg_edge.data.synth import THINGS
+from mixreorg_edge.data.transforms import normalize_uint8
+from mixreorg_edge.teacher.image_encoder import GroupViTImageEncoder
+from mixreorg_edge.teacher.presets import get_preset
+
+RESULTS = Path(__file__).parent / "results" / "thing_learnability.json"
+
+
+def thing_labels(captions: list[str]) -> torch.Tensor:
+    """(N, things) 0/1: which thing words each caption names."""
+    return torch.tensor([[float(bool(re.search(rf"\b{t}\b", c))) for t in THINGS] for c in captions])
+
+
+def validation_set(val: Path, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and thing labels (from their masks' classes) of the first `count` validation images."""
+    classes = json.loads((val / "classes.json").read_text())["label_sets"]["objects"]
+    keys = sorted(p.stem for p in (val / "images").glob("*.jpg"))[:count]
+    images = torch.stack([torch.from_numpy(np.array(Image.open(val / "images" / f"{k}.jpg").convert("RGB")))
+                          .permute(2, 0, 1) for k in keys])
+    labels = torch.zeros(len(keys), len(THINGS))
+    for row, key in enumerate(keys):
+        present = np.unique(np.array(Image.open(val / "masks" / "objects" / f"{key}.png")))
+        for index in present:
+            if 0 < index < len(classes):
+                labels[row, THINGS.index(classes[index])] = 1.0
+    return images, labels
+
+
+class ThingProbe(torch.nn.Module):
+    """Toy image encoder up to stage 1 (the token readout's layers) + a linear thing classifier per token."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        teacher_cfg, _ = get_preset("toy")
+        self.encoder = GroupViTImageEncoder(teacher_cfg.image)
+        self.norm = torch.nn.LayerNorm(teacher_cfg.image.width)
+        self.head = torch.nn.Linear(teacher_cfg.image.width, len(THINGS))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        encoder = self.encoder
+        tokens = encoder.first_stage.split(encoder.stage_one(encoder.embed(images)))[0]
+        return self.head(self.norm(tokens)).amax(dim=1)  # a thing is present if any token sees it
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="synthetic world (train/ shards + val/ folder)")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--val-images", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    torch.manual_seed(args.seed)
+    model = ThingProbe()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    batches = CaptionBatches(ImageTextShards(args.data / "train"), args.batch_size, 64, args.seed)
+    val_images, val_labels = validation_set(args.data / "val", args.val_images)
+    rows, started = [], time.perf_counter()
+    for step in range(1, args.steps + 1):
+        images, captions = batches.batch(step - 1)
+        loss = F.binary_cross_entropy_with_logits(model(normalize_uint8(images)), thing_labels(captions))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % args.eval_every == 0 or step == args.steps:
+            model.eval()
+            with torch.no_grad():
+                predicted = (model(normalize_uint8(val_images)) > 0).float()
+            model.train()
+            hits = (predicted * val_labels).sum().item()
+            rows.append({"step": step, "images_seen": step * args.batch_size, "train_loss": round(loss.item(), 4),
+                         "val_recall": round(hits / val_labels.sum().item(), 4),
+                         "val_precision": round(hits / max(predicted.sum().item(), 1.0), 4),
+                         "seconds": round(time.perf_counter() - started, 1)})
+
+    table = Table(title=f"thing presence with direct labels, toy encoder, batch {args.batch_size}, lr {args.lr}")
+    for column in rows[0]:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(*(str(value) for value in row.values()))
+    Console().print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+            "threads": torch.get_num_threads(), "torch": torch.__version__}
+    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    Console().print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
