@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ from mixreorg_edge.cli import app
 from mixreorg_edge.data.shards import ImageTextShards
 from mixreorg_edge.distill.targets import teacher_targets
 from mixreorg_edge.distill.train import DistillConfig, distill
-from mixreorg_edge.runs import METRICS_FILE, load_model
+from mixreorg_edge.checkpoint import load_model_state, save_model
+from mixreorg_edge.runs import METRICS_FILE, MODEL_FILE, load_model
 from mixreorg_edge.training import TrainConfig
 
 runner = CliRunner()
@@ -61,6 +63,24 @@ def test_eval_and_segment_accept_a_student(tiny_world: Path, tiny_teacher_run: P
                                  "--classes", "background,car,tree", "--out", str(tmp_path / "seg.png")])
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "seg.png").size == (50, 37)
+
+
+def test_student_eval_needs_its_own_teacher(tiny_world: Path, tiny_teacher_run: Path, tmp_path: Path) -> None:
+    """A student's class names are embedded by its teacher: a missing or different teacher is a clear error."""
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_teacher_run, teacher)
+    distill(teacher, STUDENT, tiny_world, tmp_path / "student", _train_cfg(1), DistillConfig(images=16),
+            cache_dir=tmp_path / "cache", show_progress=False)
+    other, _ = load_model(teacher)
+    with torch.no_grad():
+        other.text_proj.fc1.weight.add_(1.0)
+    save_model(other, teacher / MODEL_FILE, load_model_state(teacher / MODEL_FILE)[1])
+    args = ["eval", "--model", str(tmp_path / "student"), "--data", str(tiny_world / "val")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "not the teacher this student was distilled from" in result.output
+    shutil.rmtree(teacher)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "teacher" in result.output and "missing" in result.output
 
 
 def test_segment_with_a_vocabulary_file(tiny_teacher_run: Path, tmp_path: Path) -> None:
