@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from mixreorg_edge.data.segfolder import SegmentationFolder
 from mixreorg_edge.data.shards import CaptionBatches, ImageTextShards
 from mixreorg_edge.data.synth import THINGS
 from mixreorg_edge.data.transforms import normalize_uint8
@@ -41,18 +41,16 @@ def thing_labels(captions: list[str]) -> torch.Tensor:
 
 
 def validation_set(val: Path, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images and thing labels (from their masks' classes) of the first `count` validation images."""
-    classes = json.loads((val / "classes.json").read_text())["label_sets"]["objects"]
-    keys = sorted(p.stem for p in (val / "images").glob("*.jpg"))[:count]
-    images = torch.stack([torch.from_numpy(np.array(Image.open(val / "images" / f"{k}.jpg").convert("RGB")))
-                          .permute(2, 0, 1) for k in keys])
-    labels = torch.zeros(len(keys), len(THINGS))
-    for row, key in enumerate(keys):
-        present = np.unique(np.array(Image.open(val / "masks" / "objects" / f"{key}.png")))
-        for index in present:
-            if 0 < index < len(classes):
-                labels[row, THINGS.index(classes[index])] = 1.0
-    return images, labels
+    """Images and thing labels (the things present in their `objects` masks) of the first `count` validation images."""
+    dataset = SegmentationFolder(val, "objects")
+    images, labels = [], torch.zeros(min(count, len(dataset)), len(THINGS))
+    for row in range(len(labels)):
+        image, mask, _ = dataset[row]
+        images.append(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1))
+        for index in np.unique(mask):
+            if 0 < index < len(dataset.classes):
+                labels[row, THINGS.index(dataset.classes[index])] = 1.0
+    return torch.stack(images), labels
 
 
 class ThingProbe(torch.nn.Module):

@@ -18,6 +18,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable)
+ConfigT = TypeVar("ConfigT")
 
 
 def _user_errors(func: F) -> F:
@@ -53,6 +54,14 @@ def data_synth(
     console.print_json(json.dumps(summary, default=str))
 
 
+def _override(config: ConfigT, **values: object) -> ConfigT:
+    """Set the options the user gave (not None) on a config; return it."""
+    for name, value in values.items():
+        if value is not None:
+            setattr(config, name, value)
+    return config
+
+
 @app.command("train-teacher")
 @_user_errors
 def train_teacher_cmd(
@@ -82,9 +91,7 @@ def train_teacher_cmd(
     if steps is None and minutes is None:
         train_cfg.steps = 1000
         console.print("no --steps/--minutes given: training for 1000 steps")
-    for name, value in (("batch_size", batch_size), ("save_every", save_every), ("seed", seed)):
-        if value is not None:
-            setattr(train_cfg, name, value)
+    _override(train_cfg, batch_size=batch_size, save_every=save_every, seed=seed)
     result = train_teacher(data, out, teacher_cfg, train_cfg, resume=resume, init_image=init_image)
     console.print(
         f"trained {result.steps} steps in {result.seconds / 60:.1f} min, final loss {result.final_loss:.3f}, "
@@ -131,15 +138,9 @@ def distill_cmd(
     """Distil a teacher into a mobile student (dense feature + logit distillation; no labels, no captions)."""
     from .distill.train import DistillConfig, default_train_config, distill
 
-    train_cfg = default_train_config()
-    train_cfg.steps = steps
-    if batch_size is not None:
-        train_cfg.batch_size = batch_size
-    distill_cfg = DistillConfig()
-    for name, value in (("images", images), ("feature_weight", feature_weight), ("logit_weight", logit_weight),
-                        ("temperature", temperature)):
-        if value is not None:
-            setattr(distill_cfg, name, value)
+    train_cfg = _override(default_train_config(), steps=steps, batch_size=batch_size)
+    distill_cfg = _override(DistillConfig(), images=images, feature_weight=feature_weight, logit_weight=logit_weight,
+                            temperature=temperature)
     result = distill(teacher, student, data, out, train_cfg, distill_cfg, resume=resume,
                      backbone_weights=backbone_weights)
     reused = "reused" if result.metrics["targets_reused"] else "computed"

@@ -92,9 +92,9 @@ def quickstart(
         console.print(f"teacher {label_set} mIoU: [bold]{scores['miou']:.2f}[/]")
 
     console.rule(f"3/4 distil a {QUICKSTART_STUDENT} student (images only)")
-    distill_cfg = default_train_config()
-    distill_cfg.steps, distill_cfg.seed = distill_steps, seed
-    distill(teacher_dir, QUICKSTART_STUDENT, data_dir / "train", student_dir, distill_cfg)
+    student_train_cfg = default_train_config()
+    student_train_cfg.steps, student_train_cfg.seed = distill_steps, seed
+    distill(teacher_dir, QUICKSTART_STUDENT, data_dir / "train", student_dir, student_train_cfg)
     console.rule("4/4 student zero-shot evaluation")
     student_scores = evaluate_run(student_dir, data_dir / "val", "objects", show_progress=True)
     write_json_atomic(out / "student_eval_objects.json", student_scores)

@@ -36,8 +36,8 @@ def run_vocabulary(model_path: Path, classes: str | None, vocab: Path | None) ->
     if (classes is None) == (vocab is None):
         raise ValueError("pass exactly one of --classes or --vocab")
     model, config = load_model(model_path)
-    expected = config["text_fingerprint"] if config["kind"] == "student" else teacher_fingerprint(model)
     if vocab is not None:
+        expected = config["text_fingerprint"] if config["kind"] == "student" else teacher_fingerprint(model)
         vocabulary = load_vocabulary(vocab, expected_dim=model.embed_dim, expected_teacher=expected)
     else:
         text_model = load_text_model(model, config)
