@@ -9,6 +9,14 @@ from torch import nn
 from .vocab import Vocabulary
 
 
+def label_map(scores: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) scores -> (B, H, W) int64 index of the best class (first on ties).
+
+    `max(dim).indices` rather than `argmax(dim)`: the same result, but PyTorch's CPU argmax over the channel axis
+    of an NCHW tensor is ~4x slower (18 vs 4 ms for 13x448x448 on 2 cores)."""
+    return scores.max(dim=1).indices
+
+
 class VocabularyHead(nn.Module):
     """`logits` on (B, E, h, w) embeddings, `label_scores` on (upsampled) logits, `forward` = both.
 

@@ -17,7 +17,7 @@ class FPNDecoder(nn.Module):
     def __init__(self, in_channels: Sequence[int], embed_dim: int, width: int = 64) -> None:
         super().__init__()
         self.laterals = nn.ModuleList(nn.Conv2d(channels, width, kernel_size=1) for channels in in_channels)
-        self.fuse = nn.Sequential(
+        self.refine = nn.Sequential(
             nn.Conv2d(width, width, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
         )
         self.proj = nn.Conv2d(width, embed_dim, kernel_size=1)
@@ -27,4 +27,4 @@ class FPNDecoder(nn.Module):
         x = self.laterals[-1](features[-1])
         for lateral, feature in zip(reversed(self.laterals[:-1]), reversed(features[:-1])):
             x = lateral(feature) + F.interpolate(x, size=feature.shape[-2:], mode="nearest")
-        return F.normalize(self.proj(self.fuse(x)), dim=1)
+        return F.normalize(self.proj(self.refine(x)), dim=1)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..head import VocabularyHead
+from ..head import VocabularyHead, label_map
 from ..vocab import Vocabulary
 from .decoder import FPNDecoder
 from .students import create_backbone, parse_student
@@ -84,7 +84,7 @@ class SegmentationModel(nn.Module):
         logits = self.head.logits(self.model.encode_dense(images))
         logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
         scores = self.head.label_scores(logits)
-        return scores.argmax(dim=1) if self.output == "labels" else scores
+        return label_map(scores) if self.output == "labels" else scores
 
 
 class EmbeddingModel(nn.Module):

@@ -1,0 +1,62 @@
+import pytest
+import torch
+from torch import nn
+
+from mixreorg_edge.distill.student import DenseStudent, StudentConfig
+from mixreorg_edge.distill.students import FAMILIES
+from mixreorg_edge.export.prepare import fold_batchnorms, prepare_for_inference
+from mixreorg_edge.head import label_map
+
+
+def _randomise_batchnorms(model: nn.Module) -> None:
+    """Non-trivial running statistics and affine terms, so folding is actually exercised."""
+    generator = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            size = module.num_features
+            module.running_mean.copy_(torch.rand(size, generator=generator) - 0.5)
+            module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(size, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.rand(size, generator=generator) - 0.5)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_prepared_student_folds_every_batchnorm_and_keeps_its_output(family: str) -> None:
+    torch.manual_seed(0)
+    model = DenseStudent(StudentConfig(student=family, embed_dim=32)).eval()
+    _randomise_batchnorms(model)
+    x = torch.randn(1, 3, 64, 64)
+    prepared = prepare_for_inference(model, x)
+    assert not any(isinstance(module, nn.BatchNorm2d) for module in prepared.modules())
+    assert any(isinstance(module, nn.BatchNorm2d) for module in model.modules())  # the original is untouched
+    with torch.no_grad():
+        torch.testing.assert_close(prepared(x.contiguous(memory_format=torch.channels_last)), model(x), atol=1e-4, rtol=1e-4)
+
+
+class _NormBeforeConv(nn.Module):
+    """Registers conv then norm, but normalises the *input*: folding by registration order would be wrong."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.norm = nn.BatchNorm2d(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.norm(x))
+
+
+def test_a_rewrite_that_changes_the_output_is_refused() -> None:
+    model = _NormBeforeConv().eval()
+    _randomise_batchnorms(model)
+    with pytest.raises(RuntimeError, match="differs from the original"):
+        prepare_for_inference(model, torch.randn(1, 3, 8, 8))
+
+
+def test_folding_needs_eval_mode() -> None:
+    with pytest.raises(ValueError, match="eval-mode"):
+        fold_batchnorms(nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)))
+
+
+def test_label_map_is_argmax_with_first_index_on_ties() -> None:
+    scores = torch.randint(0, 3, (2, 5, 7, 9)).float()  # many ties
+    assert torch.equal(label_map(scores), scores.argmax(dim=1))
