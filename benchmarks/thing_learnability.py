@@ -6,9 +6,11 @@ max over tokens), on the same shards and batches as `train-teacher`. If even thi
 mixing objective can segment things within the same budget.
 
     python benchmarks/thing_learnability.py --data runs/quickstart/data --steps 2000 --lr 1e-3
+    python benchmarks/thing_learnability.py --data runs/quickstart/data --steps 2000 --lr 1e-3 --stem resnet \
+        --out benchmarks/results/thing_learnability_resnet.json
 
-Writes benchmarks/results/thing_learnability.json: one row per evaluation point (held-out recall and precision of
-thing presence on the first --val-batches batches of the validation captions' images).
+Writes benchmarks/results/thing_learnability.json (or --out): one row per evaluation point (held-out recall and
+precision of thing presence on the first --val-images validation images).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from mixreorg_edge.teacher.image_encoder import GroupViTImageEncoder
 from mixreorg_edge.teacher.presets import get_preset
 
 RESULTS = Path(__file__).parent / "results" / "thing_learnability.json"
+RESNET_STEM_CHANNELS = (32, 64, 128)
 
 
 def thing_labels(captions: list[str]) -> torch.Tensor:
@@ -56,9 +59,12 @@ def validation_set(val: Path, count: int) -> tuple[torch.Tensor, torch.Tensor]:
 class ThingProbe(torch.nn.Module):
     """Toy image encoder up to stage 1 (the token readout's layers) + a linear thing classifier per token."""
 
-    def __init__(self) -> None:
+    def __init__(self, stem: str | None = None) -> None:
         super().__init__()
         teacher_cfg, _ = get_preset("toy")
+        if stem is not None:
+            teacher_cfg.image.stem = stem
+            teacher_cfg.image.stem_channels = RESNET_STEM_CHANNELS if stem == "resnet" else ()
         self.encoder = GroupViTImageEncoder(teacher_cfg.image)
         self.norm = torch.nn.LayerNorm(teacher_cfg.image.width)
         self.head = torch.nn.Linear(teacher_cfg.image.width, len(THINGS))
@@ -78,11 +84,14 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--val-images", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stem", choices=("patch", "conv", "resnet"), default=None,
+                        help=f"image stem (default: the toy preset's; resnet uses channels {RESNET_STEM_CHANNELS})")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
-    model = ThingProbe()
+    model = ThingProbe(args.stem)
+    stem = args.stem or get_preset("toy")[0].image.stem
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     batches = CaptionBatches(ImageTextShards(args.data / "train"), args.batch_size, 64, args.seed)
     val_images, val_labels = validation_set(args.data / "val", args.val_images)
@@ -104,14 +113,15 @@ def main() -> None:
                          "val_precision": round(hits / max(predicted.sum().item(), 1.0), 4),
                          "seconds": round(time.perf_counter() - started, 1)})
 
-    table = Table(title=f"thing presence with direct labels, toy encoder, batch {args.batch_size}, lr {args.lr}")
+    table = Table(title=f"thing presence with direct labels, toy encoder ({stem} stem), batch {args.batch_size}, "
+                        f"lr {args.lr}")
     for column in rows[0]:
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(*(str(value) for value in row.values()))
     Console().print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+    meta = {"stem": stem, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
             "threads": torch.get_num_threads(), "torch": torch.__version__}
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     Console().print(f"wrote {args.out}")

@@ -34,10 +34,12 @@ def test_context_layers_come_from_stage_one_budget() -> None:
     assert len(deep.image_encoder.context_blocks) == 1
 
 
+@pytest.mark.parametrize("stem", ["conv", "resnet", "patch"])
 @pytest.mark.parametrize("readout", ["group", "token"])
-def test_dense_embeddings_follow_the_token_grid(readout: str) -> None:
+def test_dense_embeddings_follow_the_token_grid(readout: str, stem: str) -> None:
     cfg = tiny_teacher_config()
     cfg.readout = readout
+    cfg.image.stem, cfg.image.stem_channels = stem, (8, 16, 16)
     model = MixReorgTeacher(cfg).eval()
     with torch.no_grad():
         assert model.encode_dense(torch.randn(2, 3, 32, 32)).shape == (2, 32, 4, 4)
@@ -53,6 +55,16 @@ def test_head_applies_the_background_rule() -> None:
     probs = (vocabulary.logit_scale * torch.einsum("ve,behw->bvhw", vocabulary.embeddings, dense)).softmax(1)
     assert torch.allclose(scores[:, 0], probs[:, 2:].sum(1), atol=1e-6)  # background = mass of its words
     assert torch.allclose(scores[:, 1:], probs[:, :2], atol=1e-6)
+
+
+def test_stem_configuration_errors_are_clear() -> None:
+    cfg = tiny_teacher_config()
+    cfg.image.stem, cfg.image.stem_channels = "resnet", (8, 16)
+    with pytest.raises(ValueError, match="needs log2"):
+        MixReorgTeacher(cfg)
+    cfg.image.stem = "hourglass"
+    with pytest.raises(ValueError, match="unknown stem"):
+        MixReorgTeacher(cfg)
 
 
 def test_unknown_preset_and_variant_are_refused() -> None:

@@ -3,8 +3,6 @@ distribution over a distillation vocabulary (logit distillation). Images only: n
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import fingerprint
+from ..data.keywords import caption_words
 from ..data.shards import ImageTextShards
 from ..data.transforms import normalize_uint8
 from ..runs import load_model
@@ -21,12 +20,6 @@ from .losses import feature_loss, logit_loss
 from .student import DenseStudent, StudentConfig
 from .students import parse_student
 from .targets import teacher_targets
-
-STOP_WORDS = frozenset(
-    "a an the of on in at to and or with by for from over under near is are this that there these its it my our "
-    "your their some one two three photo picture image view look shot scene front behind next here".split()
-)
-
 
 @dataclass
 class DistillConfig:
@@ -44,17 +37,6 @@ class DistillConfig:
 
 def default_train_config() -> TrainConfig:
     return TrainConfig(batch_size=64, lr=2e-3, warmup_steps=50, steps=1000, save_every=250, log_every=10)
-
-
-def caption_words(shards: ImageTextShards, max_captions: int = 5000, max_words: int = 256) -> list[str]:
-    """The most frequent content words of the first captions (seen at least 5 times), most frequent first."""
-    counts: Counter[str] = Counter()
-    for index in range(min(len(shards), max_captions)):
-        counts.update(w for w in re.findall(r"[a-z]+", shards.read(index)[1].lower()) if w not in STOP_WORDS)
-    words = [word for word, count in counts.most_common(max_words) if count >= 5 and len(word) > 2]
-    if not words:
-        raise ValueError("the shards have no captions to build a distillation vocabulary from; pass a class list")
-    return words
 
 
 def distillation_vocabulary(teacher: torch.nn.Module, shards: ImageTextShards, cfg: DistillConfig) -> list[str]:

@@ -15,7 +15,11 @@ class ImageEncoderConfig:
 
     image_size: int = 224
     patch_size: int = 16
-    stem: str = "patch"  # "patch": one linear patchify conv (ViT); "conv": 3x3 stride-2 conv stack (overlapping)
+    # "patch": one linear patchify conv (ViT); "conv": 3x3 stride-2 conv stack (overlapping); "resnet": per stride-2
+    # scale two 3x3 conv-BN-ReLU layers with `stem_channels[i]` channels, then a 1x1 projection to `width` (a hybrid
+    # ViT stem: a convolutional shape prior for encoders trained from scratch on little data).
+    stem: str = "patch"
+    stem_channels: tuple[int, ...] = ()
     width: int = 384
     heads: int = 6
     depths: tuple[int, ...] = (6, 3, 3)  # transformer layers per stage; stage i < len(groups) ends in a grouping block
@@ -89,6 +93,12 @@ class TeacherConfig:
     # image embeddings of the contrastive losses); at toy scale the grouping collapses early and "group" starves the
     # segmentation loss of per-token signal.
     readout: str = "group"
+    # GroupViT's multi-label contrastive loss: the original image also matches "a photo of a {keyword}." for up to
+    # `keyword_prompts` keywords of its caption among all distinct keyword prompts of the batch (0 = off). Keywords
+    # are the `keyword_vocabulary` most frequent content words of the training captions (data.keywords).
+    keyword_prompts: int = 0
+    keyword_weight: float = 1.0
+    keyword_vocabulary: int = 64
     projection_layers: int = 2
     init_temperature: float = 0.07
     max_logit_scale: float = 100.0

@@ -42,6 +42,26 @@ def _conv_stem(width: int, patch: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _conv_bn_relu(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _resnet_stem(width: int, patch: int, channels: tuple[int, ...]) -> nn.Sequential:
+    """Per stride-2 scale a strided and a plain 3x3 conv-BN-ReLU with `channels[i]` channels, then 1x1 to `width`."""
+    if 2 ** len(channels) != patch:
+        raise ValueError(f"a resnet stem for patch size {patch} needs log2({patch}) stem_channels, got {channels}")
+    layers: list[nn.Module] = []
+    previous = 3
+    for out in channels:
+        layers += [_conv_bn_relu(previous, out, 2), _conv_bn_relu(out, out, 1)]
+        previous = out
+    return nn.Sequential(*layers, nn.Conv2d(previous, width, 1))
+
+
 class GroupingStage(nn.Module):
     """Transformer layers over [tokens; group tokens] followed by a grouping block."""
 
@@ -85,8 +105,10 @@ class GroupViTImageEncoder(nn.Module):
             self.stem = _conv_stem(cfg.width, cfg.patch_size)
         elif cfg.stem == "patch":
             self.stem = nn.Conv2d(3, cfg.width, cfg.patch_size, stride=cfg.patch_size)
+        elif cfg.stem == "resnet":
+            self.stem = _resnet_stem(cfg.width, cfg.patch_size, tuple(cfg.stem_channels))
         else:
-            raise ValueError(f"unknown stem {cfg.stem!r}; choose 'conv' or 'patch'")
+            raise ValueError(f"unknown stem {cfg.stem!r}; choose 'patch', 'conv' or 'resnet'")
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], cfg.width))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.context_blocks = nn.ModuleList(Block(cfg.width, cfg.heads) for _ in range(context_depth))

@@ -1,4 +1,5 @@
-"""MixReorg's losses: image-text contrastive (original and restored images) and mixed segmentation."""
+"""MixReorg's losses: image-text contrastive (original and restored images), mixed segmentation, and GroupViT's
+multi-label contrastive loss on caption keywords."""
 
 from __future__ import annotations
 
@@ -22,3 +23,21 @@ def mixed_segmentation_loss(
     """
     logits = scale * token_embeddings @ text.t()  # (N, L, N)
     return F.cross_entropy(logits.reshape(-1, text.shape[0]), source.reshape(-1).to(logits.device))
+
+
+def multilabel_contrastive_loss(
+    image: torch.Tensor, prompts: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
+    """GroupViT's multi-label image-text contrastive loss over a batch's distinct keyword prompts.
+
+    image: (N, E) and prompts: (U, E) L2-normalised; targets: (N, U) 0/1, which image's caption named which keyword.
+    Image -> prompts: cross-entropy against the uniform distribution over the image's keywords (images without
+    keywords are left out); prompt -> images: the same over the images naming the keyword. Mean of both directions.
+    """
+    logits = scale * image @ prompts.t()
+    named = targets.sum(dim=1) > 0
+    rows = targets[named] / targets[named].sum(dim=1, keepdim=True)
+    image_to_text = -(rows * logits[named].log_softmax(dim=1)).sum(dim=1).mean()
+    columns = targets.t() / targets.t().sum(dim=1, keepdim=True)
+    text_to_image = -(columns * logits.t().log_softmax(dim=1)).sum(dim=1).mean()
+    return 0.5 * (image_to_text + text_to_image)

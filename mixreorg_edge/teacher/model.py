@@ -12,7 +12,8 @@ from torch import nn
 from .config import TeacherConfig
 from .grouping import compose_assignments, normalize
 from .image_encoder import GroupViTImageEncoder, Grouped
-from .losses import contrastive_loss, mixed_segmentation_loss
+from ..data.captions import with_article
+from .losses import contrastive_loss, mixed_segmentation_loss, multilabel_contrastive_loss
 from .mixing import MixPlan, make_plan, mix_pixels, mix_tokens, restore_tokens
 from .text_encoder import TextEncoder, tokenize
 
@@ -60,6 +61,10 @@ class MixReorgTeacher(nn.Module):
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         return tokenize(texts, self.cfg.text.context_length).to(self.logit_scale.device)
 
+    def keyword_prompt_tokens(self, keywords: list[str]) -> torch.Tensor:
+        """Token ids of "a photo of a {keyword}." for each keyword (the multi-label loss's prompts)."""
+        return self.tokenize([f"a photo of {with_article(word)}." for word in keywords])
+
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """(N, T) token ids -> (N, E) L2-normalised text embeddings."""
         return normalize(self.text_proj(self.text_encoder(tokens)))
@@ -98,8 +103,11 @@ class MixReorgTeacher(nn.Module):
         return dense.transpose(1, 2).reshape(images.shape[0], -1, h, w)
 
     # --- training ---------------------------------------------------------------------------------------
-    def training_losses(self, images: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-        """All enabled MixReorg losses for a batch of normalised images and their caption tokens.
+    def training_losses(
+        self, images: torch.Tensor, tokens: torch.Tensor, keywords: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """All enabled MixReorg losses for a batch of normalised images and their caption tokens; `keywords` =
+        (keyword prompt tokens (U, T), (N, U) 0/1 targets) adds the multi-label loss when `keyword_prompts` > 0.
 
         Returns the weighted `loss` and each term. Randomness (mixing plans, Gumbel noise) uses torch's global RNG.
         """
@@ -109,9 +117,9 @@ class MixReorgTeacher(nn.Module):
         encoder = self.image_encoder
         tokens_orig = encoder.context(encoder.embed(images))
         if not mixing.enabled:
-            grouped = encoder.finish(encoder.stage_one(tokens_orig))
-            term = contrastive_loss(self.image_embedding(grouped), text, scale)
-            return {"loss": mixing.contrastive_weight * term, "contrastive": term}
+            image = self.image_embedding(encoder.finish(encoder.stage_one(tokens_orig)))
+            term = contrastive_loss(image, text, scale)
+            return self._with_keywords({"loss": mixing.contrastive_weight * term, "contrastive": term}, image, keywords)
 
         plan = make_plan(images.shape[0], encoder.token_grid(tuple(images.shape[-2:])), mixing.images, mixing.block)
         plan = MixPlan(plan.source.to(images.device), plan.grid)
@@ -123,7 +131,8 @@ class MixReorgTeacher(nn.Module):
 
         stage = encoder.first_stage
         mixed_tokens = stage.split(joint_mixed)[0]
-        terms = {"contrastive": contrastive_loss(self.image_embedding(encoder.finish(joint_orig)), text, scale)}
+        image = self.image_embedding(encoder.finish(joint_orig))
+        terms = {"contrastive": contrastive_loss(image, text, scale)}
         if self.cfg.readout == "token":
             token_embeddings = self.token_embeddings(mixed_tokens)
         else:
@@ -136,7 +145,21 @@ class MixReorgTeacher(nn.Module):
             grouped_restored = encoder.finish(stage.start(restore_tokens(mixed_tokens, plan)))
             terms["restoration"] = contrastive_loss(self.image_embedding(grouped_restored), text, scale)
             loss = loss + mixing.restore_weight * terms["restoration"]
-        return {"loss": loss, **terms}
+        return self._with_keywords({"loss": loss, **terms}, image, keywords)
+
+    def _with_keywords(
+        self, terms: dict[str, torch.Tensor], image: torch.Tensor, keywords: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> dict[str, torch.Tensor]:
+        """Add the multi-label keyword loss of the original images' embeddings, when enabled."""
+        if self.cfg.keyword_prompts == 0:
+            return terms
+        if keywords is None:
+            raise ValueError("keyword_prompts > 0 needs the batch's keyword prompts and targets")
+        prompt_tokens, targets = keywords
+        if targets.shape[1] == 0:  # no caption of this batch named a keyword
+            return terms
+        term = multilabel_contrastive_loss(image, self.encode_text(prompt_tokens), targets.to(image.device), self.scale())
+        return {**terms, "loss": terms["loss"] + self.cfg.keyword_weight * term, "keywords": term}
 
     def _first_stage_layers(
         self, tokens_orig: torch.Tensor, tokens_mixed: torch.Tensor

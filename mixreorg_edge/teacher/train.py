@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.keywords import caption_words, keyword_batch
 from ..data.shards import CaptionBatches, ImageTextShards
 from ..data.transforms import normalize_uint8
 from ..training import TrainConfig, TrainResult, default_device, prepare_run, run_training
@@ -32,9 +33,10 @@ def train_teacher(
     Training reads images and captions only: the masks of a labelled split are never opened."""
     device = device or default_device()
     shards = ImageTextShards(data)  # fails early and clearly on a missing or empty data directory
-    config = prepare_run(
-        out, {"kind": "teacher", "teacher": teacher_cfg.to_dict(), "data": str(data)}, train_cfg, resume
-    )
+    run_config = {"kind": "teacher", "teacher": teacher_cfg.to_dict(), "data": str(data)}
+    if teacher_cfg.keyword_prompts > 0:
+        run_config["keywords"] = caption_words(shards, max_words=teacher_cfg.keyword_vocabulary)
+    config = prepare_run(out, run_config, train_cfg, resume)
     teacher_cfg, train_cfg = TeacherConfig.from_dict(config["teacher"]), TrainConfig.from_dict(config["train"])
     torch.manual_seed(train_cfg.seed)
     model = MixReorgTeacher(teacher_cfg).to(device)
@@ -43,10 +45,16 @@ def train_teacher(
     batches = CaptionBatches(shards, train_cfg.batch_size, teacher_cfg.image.image_size, train_cfg.seed)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
+    vocabulary = frozenset(config.get("keywords", ()))
+
     def step_fn(step: int) -> dict[str, torch.Tensor]:
         images, captions = batches.batch(step)
+        keywords = None
+        if teacher_cfg.keyword_prompts > 0:
+            words, targets = keyword_batch(captions, vocabulary, teacher_cfg.keyword_prompts)
+            keywords = (model.keyword_prompt_tokens(words), targets)
         with autocast:
-            return model.training_losses(normalize_uint8(images.to(device)), model.tokenize(captions))
+            return model.training_losses(normalize_uint8(images.to(device)), model.tokenize(captions), keywords)
 
     return run_training(
         out,
