@@ -9,10 +9,10 @@ import torch
 from timm.layers import Mlp
 from torch import nn
 
+from ..data.captions import with_article
 from .config import TeacherConfig
 from .grouping import compose_assignments, normalize
 from .image_encoder import GroupViTImageEncoder, Grouped
-from ..data.captions import with_article
 from .losses import contrastive_loss, mixed_segmentation_loss, multilabel_contrastive_loss
 from .mixing import MixPlan, make_plan, mix_pixels, mix_tokens, restore_tokens
 from .text_encoder import TextEncoder, tokenize
