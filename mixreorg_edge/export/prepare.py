@@ -6,8 +6,6 @@ eager graph is measured on the prepared copy."""
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from timm.layers import BatchNormAct2d
 from timm.utils.model import reparameterize_model
@@ -55,7 +53,7 @@ def prepare_for_inference(model: nn.Module, example: torch.Tensor, atol: float =
     The copy's output on `example` must match the original's (floating outputs within `atol`, integer outputs on
     at least 99.9% of elements); otherwise RuntimeError: a rewrite that changes the model is never used silently."""
     original = model.eval()
-    prepared = reparameterize_model(copy.deepcopy(original))
+    prepared = reparameterize_model(original)  # a re-parameterised deep copy (timm's inplace=False)
     prepared.eval()
     fold_batchnorms(prepared)
     prepared = prepared.to(memory_format=torch.channels_last)
