@@ -9,8 +9,18 @@ mixing objective can segment things within the same budget.
     python benchmarks/thing_learnability.py --data runs/quickstart/data --steps 2000 --lr 1e-3 --stem resnet \
         --out benchmarks/results/thing_learnability_resnet.json
 
+`--head text` replaces the linear layer by the toy teacher's text tower (the class vectors are the prompt
+embeddings of "a photo of a {thing}.", trained with everything else): is a text tower trained from scratch a usable
+classifier at all? `--text-batchnorm` adds the teacher's `text_batchnorm` option.
+
+    python benchmarks/thing_learnability.py --data runs/quickstart/data --steps 750 --head text \
+        --out benchmarks/results/thing_learnability_text.json
+    python benchmarks/thing_learnability.py --data runs/quickstart/data --steps 750 --head text --text-batchnorm \
+        --out benchmarks/results/thing_learnability_text_bn.json
+
 Writes benchmarks/results/thing_learnability.json (or --out): one row per evaluation point (held-out recall and
-precision of thing presence on the first --val-images validation images).
+precision of thing presence at score > 0, and the threshold-free top-n recall, on the first --val-images
+validation images).
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from mixreorg_edge.data.shards import CaptionBatches, ImageTextShards
 from mixreorg_edge.data.synth import THINGS
 from mixreorg_edge.data.transforms import normalize_uint8
 from mixreorg_edge.teacher.image_encoder import GroupViTImageEncoder
+from mixreorg_edge.teacher.model import MixReorgTeacher
 from mixreorg_edge.teacher.presets import get_preset
 
 RESULTS = Path(__file__).parent / "results" / "thing_learnability.json"
@@ -57,22 +68,41 @@ def validation_set(val: Path, count: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class ThingProbe(torch.nn.Module):
-    """Toy image encoder up to stage 1 (the token readout's layers) + a linear thing classifier per token."""
+    """Toy image encoder up to stage 1 (the token readout's layers) + a thing classifier per token: a linear layer,
+    or (`head="text"`) the toy teacher's own text tower, whose prompt embeddings "a photo of a {thing}." are the
+    class vectors (the teacher's token readout, logit scale and a learnable bias), all trained together."""
 
-    def __init__(self, stem: str | None = None) -> None:
+    def __init__(self, stem: str | None = None, head: str = "linear", text_batchnorm: bool = False) -> None:
         super().__init__()
         teacher_cfg, _ = get_preset("toy")
+        teacher_cfg.text_batchnorm = text_batchnorm
         if stem is not None:
             teacher_cfg.image.stem = stem
             teacher_cfg.image.stem_channels = RESNET_STEM_CHANNELS if stem == "resnet" else ()
-        self.encoder = GroupViTImageEncoder(teacher_cfg.image)
-        self.norm = torch.nn.LayerNorm(teacher_cfg.image.width)
-        self.head = torch.nn.Linear(teacher_cfg.image.width, len(THINGS))
+        self.teacher = MixReorgTeacher(teacher_cfg) if head == "text" else None
+        self.encoder = self.teacher.image_encoder if self.teacher else GroupViTImageEncoder(teacher_cfg.image)
+        if self.teacher:
+            self.register_buffer("prompts", self.teacher.tokenize([f"a photo of a {t}." for t in THINGS]))
+            self.bias = torch.nn.Parameter(torch.zeros(()))
+        else:
+            self.norm = torch.nn.LayerNorm(teacher_cfg.image.width)
+            self.head = torch.nn.Linear(teacher_cfg.image.width, len(THINGS))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         encoder = self.encoder
         tokens = encoder.first_stage.split(encoder.stage_one(encoder.embed(images)))[0]
-        return self.head(self.norm(tokens)).amax(dim=1)  # a thing is present if any token sees it
+        if self.teacher is None:
+            return self.head(self.norm(tokens)).amax(dim=1)  # a thing is present if any token sees it
+        teacher = self.teacher
+        similarity = teacher.token_embeddings(tokens) @ teacher.encode_text(self.prompts).t()
+        return teacher.scale() * similarity.amax(dim=1) + self.bias
+
+
+def top_n_recall(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Share of present things among each image's n best-scored things (n = how many it shows); threshold-free."""
+    counts = labels.sum(dim=1).long()
+    hits = sum(labels[row, scores[row].topk(int(counts[row])).indices].sum().item() for row in range(len(labels)))
+    return hits / labels.sum().item()
 
 
 def main() -> None:
@@ -86,11 +116,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stem", choices=("patch", "conv", "resnet"), default=None,
                         help=f"image stem (default: the toy preset's; resnet uses channels {RESNET_STEM_CHANNELS})")
+    parser.add_argument("--head", choices=("linear", "text"), default="linear",
+                        help="thing classifier: a linear layer, or the toy teacher's text tower (prompt embeddings)")
+    parser.add_argument("--text-batchnorm", action="store_true", help="the teacher's text_batchnorm option (--head text)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
-    model = ThingProbe(args.stem)
+    model = ThingProbe(args.stem, args.head, args.text_batchnorm)
     stem = args.stem or get_preset("toy")[0].image.stem
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     batches = CaptionBatches(ImageTextShards(args.data / "train"), args.batch_size, 64, args.seed)
@@ -105,23 +138,29 @@ def main() -> None:
         if step % args.eval_every == 0 or step == args.steps:
             model.eval()
             with torch.no_grad():
-                predicted = (model(normalize_uint8(val_images)) > 0).float()
+                scores = model(normalize_uint8(val_images))
             model.train()
+            predicted = (scores > 0).float()
             hits = (predicted * val_labels).sum().item()
             rows.append({"step": step, "images_seen": step * args.batch_size, "train_loss": round(loss.item(), 4),
                          "val_recall": round(hits / val_labels.sum().item(), 4),
                          "val_precision": round(hits / max(predicted.sum().item(), 1.0), 4),
+                         "val_top_n_recall": round(top_n_recall(scores, val_labels), 4),
                          "seconds": round(time.perf_counter() - started, 1)})
 
-    table = Table(title=f"thing presence with direct labels, toy encoder ({stem} stem), batch {args.batch_size}, "
-                        f"lr {args.lr}")
+    counts = val_labels.sum(dim=1)
+    chance = (counts**2).sum().item() / (len(THINGS) * counts.sum().item())  # top-n recall of random scores
+    head = f"{args.head} head" + (", text BatchNorm" if args.text_batchnorm else "")
+    table = Table(title=f"thing presence with direct labels, toy encoder ({stem} stem, {head}), batch "
+                        f"{args.batch_size}, lr {args.lr}; chance top-n recall {chance:.3f}")
     for column in rows[0]:
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(*(str(value) for value in row.values()))
     Console().print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"stem": stem, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+    meta = {"stem": stem, "head": args.head, "text_batchnorm": args.text_batchnorm,
+            "chance_top_n_recall": round(chance, 4), "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
             "threads": torch.get_num_threads(), "torch": torch.__version__}
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     Console().print(f"wrote {args.out}")

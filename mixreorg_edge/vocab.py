@@ -42,7 +42,7 @@ BACKGROUND = "background"
 
 VOCABULARY_KIND = "vocabulary"
 FORMAT_VERSION = 1
-TEXT_SPACE_PREFIXES = ("text_encoder.", "text_proj.")
+TEXT_SPACE_PREFIXES = ("text_encoder.", "text_proj.", "text_norm.")
 TEXT_SPACE_NAMES = ("logit_scale",)
 
 _BENCHMARK_SETS = ("voc", "context", "coco_object", "ade20k")

@@ -51,14 +51,36 @@ def test_multilabel_loss_prefers_images_near_their_keywords() -> None:
     )
 
 
-def test_keyword_loss_is_trained_and_its_vocabulary_recorded(tiny_world: Path, tmp_path: Path) -> None:
+def test_token_pooled_multilabel_loss_takes_each_images_best_token() -> None:
+    torch.manual_seed(0)
+    prompts = F.normalize(torch.randn(3, 16), dim=-1)
+    targets = torch.tensor([[1.0, 0, 0], [0, 1.0, 1.0]])
+    tokens = F.normalize(torch.randn(2, 5, 16), dim=-1)
+    logits = 10.0 * (tokens @ prompts.t()).amax(dim=1)  # (images, keywords): the best-matching token's similarity
+    image_to_text = -(targets / targets.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
+    text_to_image = -(targets.t() / targets.t().sum(1, keepdim=True) * logits.t().log_softmax(1)).sum(1).mean()
+    torch.testing.assert_close(
+        multilabel_contrastive_loss(tokens, prompts, targets, torch.tensor(10.0)), 0.5 * (image_to_text + text_to_image)
+    )
+
+
+@pytest.mark.parametrize("pooling", ["image", "token"])
+def test_keyword_loss_is_trained_and_its_vocabulary_recorded(pooling: str, tiny_world: Path, tmp_path: Path) -> None:
     cfg = tiny_teacher_config()
     cfg.keyword_prompts = 3
+    cfg.readout, cfg.keyword_pooling, cfg.text_batchnorm = "token", pooling, pooling == "token"
     train_teacher(tiny_world, tmp_path / "run", cfg, tiny_train_config(steps=2), show_progress=False)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert "car" in config["keywords"] or "fish" in config["keywords"]
     logged = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert logged["keywords"] > 0
+
+
+def test_token_keyword_pooling_needs_the_token_readout() -> None:
+    cfg = tiny_teacher_config()
+    cfg.keyword_pooling = "token"
+    with pytest.raises(ValueError, match="token' readout"):
+        MixReorgTeacher(cfg)
 
 
 def test_keyword_loss_needs_the_keywords() -> None:
@@ -67,3 +89,19 @@ def test_keyword_loss_needs_the_keywords() -> None:
     model = MixReorgTeacher(cfg)
     with pytest.raises(ValueError, match="keyword prompts"):
         model.training_losses(torch.randn(2, 3, 32, 32), model.tokenize(["a car", "a fish"]))
+
+
+def test_keyword_prompts_not_captions_set_the_text_statistics() -> None:
+    torch.manual_seed(0)
+    cfg = tiny_teacher_config()
+    cfg.keyword_prompts, cfg.readout, cfg.keyword_pooling, cfg.text_batchnorm = 3, "token", "token", True
+    model = MixReorgTeacher(cfg)
+    captions = model.tokenize(["a car on the sand", "a fish in the water"])
+    model.encode_text(captions, track_stats=False)
+    assert torch.equal(model.text_norm.running_mean, torch.zeros(cfg.embed_dim))
+    prompts = model.keyword_prompt_tokens(["car", "fish", "sand", "water"])
+    targets = torch.tensor([[1.0, 0, 1.0, 0], [0, 1.0, 0, 1.0]])
+    model.training_losses(torch.randn(2, 3, 32, 32), captions, (prompts, targets))
+    with torch.no_grad():
+        projected = model.text_proj(model.text_encoder(prompts))
+    torch.testing.assert_close(model.text_norm.running_mean, model.text_norm.momentum * projected.mean(0))

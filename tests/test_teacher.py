@@ -97,3 +97,24 @@ def test_init_image_loads_a_timm_vit(tmp_path) -> None:
     assert "stem.weight" in loaded and "pos_embed" in loaded
     first = model.image_encoder.blocks_in_order()[0]
     assert torch.equal(first.attn.qkv.weight, vit.blocks[0].attn.qkv.weight)
+
+
+def test_text_batchnorm_keeps_prompts_apart_and_follows_the_mode() -> None:
+    torch.manual_seed(0)
+    plain, normed = tiny_teacher_config(), tiny_teacher_config()
+    normed.text_batchnorm = True
+    prompts = [f"a photo of a {word}." for word in ("car", "fish", "tree", "boat", "house", "sun")]
+    cosines = {}
+    for name, cfg in {"plain": plain, "normed": normed}.items():
+        torch.manual_seed(0)
+        model = MixReorgTeacher(cfg)
+        text = model.encode_text(model.tokenize(prompts))
+        cosines[name] = (text @ text.t())[~torch.eye(len(prompts), dtype=torch.bool)].mean().item()
+    assert cosines["plain"] > 0.9 > 0.5 > cosines["normed"]  # the shared direction is gone
+    running = model.text_norm.running_mean.clone()
+    assert not torch.equal(running, torch.zeros_like(running))  # training mode updated the statistics
+    lone = model.encode_text(model.tokenize(["a photo of a car."]))  # no batch statistics: uses the running ones
+    assert torch.isfinite(lone).all() and torch.equal(model.text_norm.running_mean, running)
+    model.eval()
+    batch = model.encode_text(model.tokenize(prompts))
+    assert torch.allclose(model.encode_text(model.tokenize(prompts[:1])), batch[:1], atol=1e-6)  # per-text at test time

@@ -97,9 +97,20 @@ class TeacherConfig:
     # `keyword_prompts` keywords of its caption among all distinct keyword prompts of the batch (0 = off). Keywords
     # are the `keyword_vocabulary` most frequent content words of the training captions (data.keywords).
     keyword_prompts: int = 0
+    # What matches a keyword prompt: "image", the image embedding (GroupViT's); "token", the image's best-matching
+    # stage-1 token (the token readout's embedding), so a small thing's few tokens carry its keyword.
+    keyword_pooling: str = "image"
     keyword_weight: float = 1.0
     keyword_vocabulary: int = 64
     projection_layers: int = 2
+    # BatchNorm (no affine; running statistics at test time) on the projected text embedding before L2
+    # normalisation. A text tower trained from scratch maps every prompt to nearly one direction at init ("a photo
+    # of a car." vs "... fish.": cosine 0.996), so image-text losses give the image side no signal to tell the
+    # words apart and the text side none to separate them: both stay collapsed. Centring and scaling each
+    # dimension over the batch's texts removes the shared component and keeps the words apart. The running
+    # statistics come from the keyword prompts when the keyword loss is on (they look like test-time prompts), else
+    # from the captions.
+    text_batchnorm: bool = False
     init_temperature: float = 0.07
     max_logit_scale: float = 100.0
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)

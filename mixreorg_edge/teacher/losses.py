@@ -30,11 +30,15 @@ def multilabel_contrastive_loss(
 ) -> torch.Tensor:
     """GroupViT's multi-label image-text contrastive loss over a batch's distinct keyword prompts.
 
-    image: (N, E) and prompts: (U, E) L2-normalised; targets: (N, U) 0/1, which image's caption named which keyword.
+    image: (N, E), or (N, L, E) token embeddings, where an image's similarity to a keyword is its best-matching
+    token's (multiple-instance: a keyword is named when some token shows it); prompts: (U, E); all L2-normalised.
+    targets: (N, U) 0/1, which image's caption named which keyword.
     Image -> prompts: cross-entropy against the uniform distribution over the image's keywords (images without
     keywords are left out); prompt -> images: the same over the images naming the keyword. Mean of both directions.
     """
     logits = scale * image @ prompts.t()
+    if logits.dim() == 3:
+        logits = logits.amax(dim=1)
     named = targets.sum(dim=1) > 0
     rows = targets[named] / targets[named].sum(dim=1, keepdim=True)
     image_to_text = -(rows * logits[named].log_softmax(dim=1)).sum(dim=1).mean()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from timm.layers import Mlp
 from torch import nn
 
@@ -37,9 +38,14 @@ class MixReorgTeacher(nn.Module):
         self.text_encoder = TextEncoder(cfg.text)
         self.image_proj = _projection(cfg.image.width, cfg.embed_dim, cfg.projection_layers)
         self.text_proj = _projection(cfg.text.width, cfg.embed_dim, cfg.projection_layers)
+        self.text_norm = nn.BatchNorm1d(cfg.embed_dim, affine=False) if cfg.text_batchnorm else None
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
         if cfg.readout not in ("group", "token"):
             raise ValueError(f"unknown readout {cfg.readout!r}; choose 'group' or 'token'")
+        if cfg.keyword_pooling not in ("image", "token"):
+            raise ValueError(f"unknown keyword pooling {cfg.keyword_pooling!r}; choose 'image' or 'token'")
+        if cfg.keyword_pooling == "token" and cfg.readout != "token":
+            raise ValueError("keyword_pooling 'token' needs the 'token' readout")
         self.token_norm = nn.LayerNorm(cfg.image.width) if cfg.readout == "token" else None
         self.progressive_gates: nn.ModuleList | None = None
         if mixing.enabled and mixing.progressive:
@@ -65,9 +71,19 @@ class MixReorgTeacher(nn.Module):
         """Token ids of "a photo of a {keyword}." for each keyword (the multi-label loss's prompts)."""
         return self.tokenize([f"a photo of {with_article(word)}." for word in keywords])
 
-    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(N, T) token ids -> (N, E) L2-normalised text embeddings."""
-        return normalize(self.text_proj(self.text_encoder(tokens)))
+    def encode_text(self, tokens: torch.Tensor, track_stats: bool = True) -> torch.Tensor:
+        """(N, T) token ids -> (N, E) L2-normalised text embeddings.
+
+        With `text_batchnorm`, training uses the batch's statistics (a lone text: the running ones) and, when
+        `track_stats`, updates the running statistics that test time uses."""
+        text = self.text_proj(self.text_encoder(tokens))
+        if self.text_norm is not None:
+            norm = self.text_norm
+            batch_stats = self.training and text.shape[0] > 1
+            track = not batch_stats or track_stats
+            text = F.batch_norm(text, norm.running_mean if track else None, norm.running_var if track else None,
+                                training=batch_stats, momentum=norm.momentum, eps=norm.eps)
+        return normalize(text)
 
     # --- image ------------------------------------------------------------------------------------------
     def image_embedding(self, grouped: Grouped) -> torch.Tensor:
@@ -112,14 +128,17 @@ class MixReorgTeacher(nn.Module):
         Returns the weighted `loss` and each term. Randomness (mixing plans, Gumbel noise) uses torch's global RNG.
         """
         mixing = self.cfg.mixing
-        text = self.encode_text(tokens)
+        # Test-time prompts look like the keyword prompts, not like captions: those set the running statistics.
+        text = self.encode_text(tokens, track_stats=self.cfg.keyword_prompts == 0)
         scale = self.scale()
         encoder = self.image_encoder
         tokens_orig = encoder.context(encoder.embed(images))
         if not mixing.enabled:
-            image = self.image_embedding(encoder.finish(encoder.stage_one(tokens_orig)))
+            joint_orig = encoder.stage_one(tokens_orig)
+            image = self.image_embedding(encoder.finish(joint_orig))
             term = contrastive_loss(image, text, scale)
-            return self._with_keywords({"loss": mixing.contrastive_weight * term, "contrastive": term}, image, keywords)
+            terms = {"loss": mixing.contrastive_weight * term, "contrastive": term}
+            return self._with_keywords(terms, image, encoder.first_stage.split(joint_orig)[0], keywords)
 
         plan = make_plan(images.shape[0], encoder.token_grid(tuple(images.shape[-2:])), mixing.images, mixing.block)
         plan = MixPlan(plan.source.to(images.device), plan.grid)
@@ -145,12 +164,17 @@ class MixReorgTeacher(nn.Module):
             grouped_restored = encoder.finish(stage.start(restore_tokens(mixed_tokens, plan)))
             terms["restoration"] = contrastive_loss(self.image_embedding(grouped_restored), text, scale)
             loss = loss + mixing.restore_weight * terms["restoration"]
-        return self._with_keywords({"loss": loss, **terms}, image, keywords)
+        return self._with_keywords({"loss": loss, **terms}, image, stage.split(joint_orig)[0], keywords)
 
     def _with_keywords(
-        self, terms: dict[str, torch.Tensor], image: torch.Tensor, keywords: tuple[torch.Tensor, torch.Tensor] | None
+        self,
+        terms: dict[str, torch.Tensor],
+        image: torch.Tensor,
+        stage_one_tokens: torch.Tensor,
+        keywords: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> dict[str, torch.Tensor]:
-        """Add the multi-label keyword loss of the original images' embeddings, when enabled."""
+        """Add the multi-label keyword loss of the original images (image embeddings or, with "token" keyword
+        pooling, their stage-1 tokens' embeddings), when enabled."""
         if self.cfg.keyword_prompts == 0:
             return terms
         if keywords is None:
@@ -158,6 +182,8 @@ class MixReorgTeacher(nn.Module):
         prompt_tokens, targets = keywords
         if targets.shape[1] == 0:  # no caption of this batch named a keyword
             return terms
+        if self.cfg.keyword_pooling == "token":
+            image = self.token_embeddings(stage_one_tokens)
         term = multilabel_contrastive_loss(image, self.encode_text(prompt_tokens), targets.to(image.device), self.scale())
         return {**terms, "loss": terms["loss"] + self.cfg.keyword_weight * term, "keywords": term}
 

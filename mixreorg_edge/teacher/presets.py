@@ -11,6 +11,9 @@ def _toy() -> tuple[TeacherConfig, TrainConfig]:
         preset="toy",
         embed_dim=128,
         readout="token",
+        keyword_prompts=8,
+        keyword_pooling="token",
+        text_batchnorm=True,
         image=ImageEncoderConfig(
             image_size=64,
             patch_size=8,
