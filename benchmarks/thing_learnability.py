@@ -70,7 +70,7 @@ def validation_set(val: Path, count: int) -> tuple[torch.Tensor, torch.Tensor]:
 class ThingProbe(torch.nn.Module):
     """Toy image encoder up to stage 1 (the token readout's layers) + a thing classifier per token: a linear layer,
     or (`head="text"`) the toy teacher's own text tower, whose prompt embeddings "a photo of a {thing}." are the
-    class vectors (the teacher's token readout, logit scale and a learnable bias), all trained together."""
+    class vectors (the teacher's token readout and logit scale), all trained together."""
 
     def __init__(self, stem: str | None = None, head: str = "linear", text_batchnorm: bool = False) -> None:
         super().__init__()
@@ -83,7 +83,6 @@ class ThingProbe(torch.nn.Module):
         self.encoder = self.teacher.image_encoder if self.teacher else GroupViTImageEncoder(teacher_cfg.image)
         if self.teacher:
             self.register_buffer("prompts", self.teacher.tokenize([f"a photo of a {t}." for t in THINGS]))
-            self.bias = torch.nn.Parameter(torch.zeros(()))
         else:
             self.norm = torch.nn.LayerNorm(teacher_cfg.image.width)
             self.head = torch.nn.Linear(teacher_cfg.image.width, len(THINGS))
@@ -95,7 +94,17 @@ class ThingProbe(torch.nn.Module):
             return self.head(self.norm(tokens)).amax(dim=1)  # a thing is present if any token sees it
         teacher = self.teacher
         similarity = teacher.token_embeddings(tokens) @ teacher.encode_text(self.prompts).t()
-        return teacher.scale() * similarity.amax(dim=1) + self.bias
+        return teacher.scale() * similarity.amax(dim=1)
+
+
+def probe_loss(scores: torch.Tensor, labels: torch.Tensor, head: str) -> torch.Tensor:
+    """Linear head: per-thing binary cross-entropy. Text head: the teacher's keyword loss (image -> prompts), a
+    softmax over the things against the uniform distribution over those present (images without things left out)."""
+    if head == "linear":
+        return F.binary_cross_entropy_with_logits(scores, labels)
+    named = labels.sum(dim=1) > 0
+    targets = labels[named] / labels[named].sum(dim=1, keepdim=True)
+    return -(targets * scores[named].log_softmax(dim=1)).sum(dim=1).mean()
 
 
 def top_n_recall(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -131,7 +140,7 @@ def main() -> None:
     rows, started = [], time.perf_counter()
     for step in range(1, args.steps + 1):
         images, captions = batches.batch(step - 1)
-        loss = F.binary_cross_entropy_with_logits(model(normalize_uint8(images)), thing_labels(captions))
+        loss = probe_loss(model(normalize_uint8(images)), thing_labels(captions), args.head)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -140,12 +149,13 @@ def main() -> None:
             with torch.no_grad():
                 scores = model(normalize_uint8(val_images))
             model.train()
-            predicted = (scores > 0).float()
-            hits = (predicted * val_labels).sum().item()
-            rows.append({"step": step, "images_seen": step * args.batch_size, "train_loss": round(loss.item(), 4),
-                         "val_recall": round(hits / val_labels.sum().item(), 4),
-                         "val_precision": round(hits / max(predicted.sum().item(), 1.0), 4),
-                         "val_top_n_recall": round(top_n_recall(scores, val_labels), 4),
+            row = {"step": step, "images_seen": step * args.batch_size, "train_loss": round(loss.item(), 4)}
+            if args.head == "linear":  # a softmax head has no presence threshold
+                predicted = (scores > 0).float()
+                hits = (predicted * val_labels).sum().item()
+                row["val_recall"] = round(hits / val_labels.sum().item(), 4)
+                row["val_precision"] = round(hits / max(predicted.sum().item(), 1.0), 4)
+            rows.append({**row, "val_top_n_recall": round(top_n_recall(scores, val_labels), 4),
                          "seconds": round(time.perf_counter() - started, 1)})
 
     counts = val_labels.sum(dim=1)
