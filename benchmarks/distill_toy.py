@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 from pathlib import Path
 
 import torch
@@ -30,12 +31,19 @@ from mixreorg_edge.checkpoint import load_model_state
 from mixreorg_edge.runs import MODEL_FILE, load_model
 from mixreorg_edge.teacher.model import MixReorgTeacher
 from mixreorg_edge.teacher.presets import get_preset
-from mixreorg_edge.vocab import Vocabulary, builtin_label_set
+from mixreorg_edge.vocab import Vocabulary, builtin_label_set, teacher_fingerprint
 
 RESULTS = Path(__file__).parent / "results" / "distill_toy.json"
 DEFAULT_STUDENTS = ("mobilevit:xxs", "mobilevitv2:050", "efficientvit:b0", "mobilenetv4:conv_small", "repvit:m0_9",
                     "fastvit:t8")
 SIZE = 448
+
+
+def _finished_with(run: Path, steps: int, teacher_text: str) -> bool:
+    """A finished student run of `steps` steps distilled from this teacher (a run of another teacher is redone)."""
+    if not (run / MODEL_FILE).exists() or load_model_state(run / MODEL_FILE)[1]["step"] != steps:
+        return False
+    return json.loads((run / "config.json").read_text()).get("text_fingerprint") == teacher_text
 
 
 def deployed_cost(model: torch.nn.Module, embed_dim: int, runs: int) -> dict:
@@ -86,13 +94,17 @@ def main() -> None:
     rows = [reference, {"model": "teacher-toy", "objects_miou": round(teacher_miou, 2),
                         "context_miou": round(teacher_context, 2),
                         **deployed_cost(teacher, teacher.embed_dim, args.latency_runs)}]
+    teacher_text = teacher_fingerprint(teacher)
     for student in args.students:
         run = args.runs / student.replace(":", "-")
         train_cfg = default_train_config()
         train_cfg.steps = args.steps
-        if (run / MODEL_FILE).exists() and load_model_state(run / MODEL_FILE)[1]["step"] == args.steps:
+        if _finished_with(run, args.steps, teacher_text):
             seconds = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["elapsed"]  # reuse a finished run
         else:
+            if run.exists():  # unfinished, or distilled from another teacher: this benchmark's own scratch run
+                Console().print(f"{run}: not a finished run of this teacher, redistilling")
+                shutil.rmtree(run)
             seconds = distill(args.teacher, student, args.data / "train", run, train_cfg, show_progress=True).seconds
         miou = evaluate_run(run, args.data / "val", "objects")["miou"]
         context = evaluate_run(run, args.data / "val", "context")["miou"]
