@@ -42,6 +42,7 @@ from mixreorg_edge.data.shards import CaptionBatches, ImageTextShards
 from mixreorg_edge.data.synth import THINGS
 from mixreorg_edge.data.transforms import normalize_uint8
 from mixreorg_edge.teacher.image_encoder import GroupViTImageEncoder
+from mixreorg_edge.teacher.losses import multilabel_cross_entropy
 from mixreorg_edge.teacher.model import MixReorgTeacher
 from mixreorg_edge.teacher.presets import get_preset
 
@@ -102,9 +103,7 @@ def probe_loss(scores: torch.Tensor, labels: torch.Tensor, head: str) -> torch.T
     softmax over the things against the uniform distribution over those present (images without things left out)."""
     if head == "linear":
         return F.binary_cross_entropy_with_logits(scores, labels)
-    named = labels.sum(dim=1) > 0
-    targets = labels[named] / labels[named].sum(dim=1, keepdim=True)
-    return -(targets * scores[named].log_softmax(dim=1)).sum(dim=1).mean()
+    return multilabel_cross_entropy(scores, labels)
 
 
 def top_n_recall(scores: torch.Tensor, labels: torch.Tensor) -> float:

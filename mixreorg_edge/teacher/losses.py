@@ -39,9 +39,12 @@ def multilabel_contrastive_loss(
     logits = scale * image @ prompts.t()
     if logits.dim() == 3:
         logits = logits.amax(dim=1)
+    return 0.5 * (multilabel_cross_entropy(logits, targets) + multilabel_cross_entropy(logits.t(), targets.t()))
+
+
+def multilabel_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of the cross-entropy between softmax(logits) and the uniform distribution over the row's
+    positive (1) targets; rows without a positive target are left out. logits, targets: (rows, classes)."""
     named = targets.sum(dim=1) > 0
-    rows = targets[named] / targets[named].sum(dim=1, keepdim=True)
-    image_to_text = -(rows * logits[named].log_softmax(dim=1)).sum(dim=1).mean()
-    columns = targets.t() / targets.t().sum(dim=1, keepdim=True)
-    text_to_image = -(columns * logits.t().log_softmax(dim=1)).sum(dim=1).mean()
-    return 0.5 * (image_to_text + text_to_image)
+    uniform = targets[named] / targets[named].sum(dim=1, keepdim=True)
+    return -(uniform * logits[named].log_softmax(dim=1)).sum(dim=1).mean()

@@ -34,7 +34,7 @@ def train_teacher(
     device = device or default_device()
     shards = ImageTextShards(data)  # fails early and clearly on a missing or empty data directory
     run_config = {"kind": "teacher", "teacher": teacher_cfg.to_dict(), "data": str(data)}
-    if teacher_cfg.keyword_prompts > 0:
+    if teacher_cfg.keyword_prompts > 0 and not resume:  # a resumed run keeps its saved keywords
         run_config["keywords"] = caption_words(shards, max_words=teacher_cfg.keyword_vocabulary)
     config = prepare_run(out, run_config, train_cfg, resume)
     teacher_cfg, train_cfg = TeacherConfig.from_dict(config["teacher"]), TrainConfig.from_dict(config["train"])
