@@ -41,9 +41,10 @@ SIZE = 448
 
 def _finished_with(run: Path, steps: int, teacher_text: str) -> bool:
     """A finished student run of `steps` steps distilled from this teacher (a run of another teacher is redone)."""
-    if not (run / MODEL_FILE).exists() or load_model_state(run / MODEL_FILE)[1]["step"] != steps:
+    if not (run / MODEL_FILE).exists():
         return False
-    return json.loads((run / "config.json").read_text()).get("text_fingerprint") == teacher_text
+    config = load_model_state(run / MODEL_FILE)[1]  # the run's config, with the step it was saved at
+    return config["step"] == steps and config.get("text_fingerprint") == teacher_text
 
 
 def deployed_cost(model: torch.nn.Module, embed_dim: int, runs: int) -> dict:

@@ -169,8 +169,8 @@ def main() -> None:
     Console().print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"stem": stem, "head": args.head, "text_batchnorm": args.text_batchnorm,
-            "chance_top_n_recall": round(chance, 4), "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-            "threads": torch.get_num_threads(), "torch": torch.__version__}
+            "chance_top_n_recall": round(chance, 4), "steps": args.steps, "batch_size": args.batch_size,
+            "lr": args.lr, "seed": args.seed, "threads": torch.get_num_threads(), "torch": torch.__version__}
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     Console().print(f"wrote {args.out}")
 
