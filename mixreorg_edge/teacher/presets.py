@@ -13,6 +13,7 @@ def _toy() -> tuple[TeacherConfig, TrainConfig]:
         readout="token",
         keyword_prompts=8,
         keyword_pooling="token",
+        keyword_weight=3.0,
         text_batchnorm=True,
         image=ImageEncoderConfig(
             image_size=64,
