@@ -4,7 +4,7 @@ vocabulary head + background rule + upsampling; and the network alone, image -> 
 (student / teacher mIoU) and speedup versus the paper-size teacher (`vit-s` preset architecture; its weights do not
 matter for timing). A student run already distilled for the same number of steps is reused.
 
-    python benchmarks/distill_toy.py --teacher runs/quickstart/teacher --data runs/quickstart/data --steps 600
+    python benchmarks/distill_toy.py --teacher runs/quickstart/teacher --data runs/quickstart/data
 
 Writes benchmarks/results/distill_toy.json.
 """
@@ -26,7 +26,7 @@ from mixreorg_edge.bench.timing import count_gflops, count_parameters, measure_l
 from mixreorg_edge.distill.student import EmbeddingModel, SegmentationModel
 from mixreorg_edge.distill.train import default_train_config, distill
 from mixreorg_edge.export.prepare import prepare_for_inference
-from mixreorg_edge.pipeline import QUICKSTART_DISTILL_STEPS, evaluate_run
+from mixreorg_edge.pipeline import evaluate_run
 from mixreorg_edge.checkpoint import load_model_state
 from mixreorg_edge.runs import MODEL_FILE, load_model
 from mixreorg_edge.teacher.model import MixReorgTeacher
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/distill_toy"))
     parser.add_argument("--students", nargs="+", default=list(DEFAULT_STUDENTS))
     parser.add_argument(
-        "--steps", type=int, default=QUICKSTART_DISTILL_STEPS, help="distillation steps per student (the quickstart's)"
+        "--steps", type=int, default=default_train_config().steps, help="steps per student (the quickstart's budget)"
     )
     parser.add_argument("--latency-runs", type=int, default=20)
     parser.add_argument("--out", type=Path, default=RESULTS)

@@ -126,7 +126,7 @@ def distill_cmd(
     student: str = typer.Option("mobilevit", "--student", help="family[:size], e.g. mobilevit:xxs"),
     data: Path = typer.Option(..., "--data", help="Directory of WebDataset shards (images are enough)."),
     out: Path = typer.Option(..., "--out", help="Student run directory to create (or resume)."),
-    steps: int = typer.Option(1000, "--steps", help="Optimizer steps."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps [default: the quickstart's budget]."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     images: Optional[int] = typer.Option(None, "--images", help="Images whose teacher targets are cached and used."),
     feature_weight: Optional[float] = typer.Option(None, "--feature-weight"),

