@@ -79,7 +79,8 @@ def quickstart(
     else:
         if minutes is not None:
             raise ValueError("--minutes applies to --from-scratch training only")
-        shutil.copytree(shipped_teacher(), teacher_dir)
+        # The model only: a teacher-target cache that a local benchmark left next to the shipped weights stays there.
+        shutil.copytree(shipped_teacher(), teacher_dir, ignore=shutil.ignore_patterns("cache"))
         teacher_source = "shipped checkpoint (see its config.json for the command that made it)"
     console.print(f"teacher: [bold]{teacher_dir}[/] ({teacher_source})")
 
