@@ -83,7 +83,7 @@ class ThingProbe(torch.nn.Module):
         self.teacher = MixReorgTeacher(teacher_cfg) if head == "text" else None
         self.encoder = self.teacher.image_encoder if self.teacher else GroupViTImageEncoder(teacher_cfg.image)
         if self.teacher:
-            self.register_buffer("prompts", self.teacher.tokenize([f"a photo of a {t}." for t in THINGS]))
+            self.register_buffer("prompts", self.teacher.keyword_prompt_tokens(list(THINGS)))  # the teacher's own
         else:
             self.norm = torch.nn.LayerNorm(teacher_cfg.image.width)
             self.head = torch.nn.Linear(teacher_cfg.image.width, len(THINGS))
