@@ -14,7 +14,7 @@ from rich.progress import Progress
 
 from .data.segfolder import SegmentationFolder
 from .data.transforms import normalize_uint8
-from .head import VocabularyHead, label_map
+from .head import VocabularyHead
 from .metrics import SegmentationMetric
 from .vocab import Vocabulary, build_vocabulary
 
@@ -85,7 +85,7 @@ def predict_label_map(
     pixels = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1)[None].to(device)
     logits = sliding_window_logits(model, head, normalize_uint8(pixels), protocol.window, protocol.stride)
     logits = F.interpolate(logits, size=(image.height, image.width), mode="bilinear", align_corners=False)
-    return label_map(head.label_scores(logits))[0].cpu().numpy().astype(np.int64)
+    return head.labels(logits)[0].cpu().numpy().astype(np.int64)
 
 
 def evaluate(

@@ -5,7 +5,6 @@ from torch import nn
 from mixreorg_edge.distill.student import DenseStudent, StudentConfig
 from mixreorg_edge.distill.students import FAMILIES
 from mixreorg_edge.export.prepare import fold_batchnorms, prepare_for_inference
-from mixreorg_edge.head import label_map
 
 
 def _randomise_batchnorms(model: nn.Module) -> None:
@@ -55,8 +54,3 @@ def test_a_rewrite_that_changes_the_output_is_refused() -> None:
 def test_folding_needs_eval_mode() -> None:
     with pytest.raises(ValueError, match="eval-mode"):
         fold_batchnorms(nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)))
-
-
-def test_label_map_is_argmax_with_first_index_on_ties() -> None:
-    scores = torch.randint(0, 3, (2, 5, 7, 9)).float()  # many ties
-    assert torch.equal(label_map(scores), scores.argmax(dim=1))

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..head import VocabularyHead, label_map
+from ..head import VocabularyHead
 from ..vocab import Vocabulary
 from .decoder import FPNDecoder
 from .students import create_backbone, parse_student
@@ -83,8 +83,7 @@ class SegmentationModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.head.logits(self.model.encode_dense(images))
         logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
-        scores = self.head.label_scores(logits)
-        return label_map(scores) if self.output == "labels" else scores
+        return self.head.labels(logits) if self.output == "labels" else self.head.label_scores(logits)
 
 
 class EmbeddingModel(nn.Module):

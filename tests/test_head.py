@@ -1,0 +1,35 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mixreorg_edge.head import VocabularyHead
+from mixreorg_edge.vocab import Vocabulary
+
+KINDS = {
+    "background words": (["background", "cat", "dog", "car"], ["sky", "grass"], 0.0),
+    "threshold": (["cat", "background", "dog", "car"], [], 0.4),
+    "zero threshold": (["background", "cat", "dog"], [], 0.0),
+    "no background": (["cat", "dog", "car"], [], 0.0),
+}
+
+
+def _head(kind: str) -> VocabularyHead:
+    label_set, background_words, threshold = KINDS[kind]
+    entries = len(label_set) - ("background" in label_set) + len(background_words)
+    embeddings = F.normalize(torch.randn(entries, 8), dim=-1)
+    return VocabularyHead(Vocabulary(label_set, background_words, embeddings, 10.0, threshold))
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("integer_logits", [False, True])  # integer logits: many exact ties among the classes
+def test_labels_are_the_argmax_of_the_label_scores(kind: str, integer_logits: bool) -> None:
+    head = _head(kind)
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, head.classifier.out_channels, 17, 19, generator=generator) * 3
+    if integer_logits:
+        logits = logits.round()
+    labels = head.labels(logits)
+    assert labels.dtype == torch.int64 and labels.shape == (2, 17, 19)
+    assert torch.equal(labels, head.label_scores(logits).argmax(dim=1))
+    if kind in ("background words", "threshold"):  # the rule is exercised: both background and foreground pixels
+        assert (labels == head.background_index).any() and (labels != head.background_index).any()
