@@ -41,8 +41,7 @@ class VocabularyHead(nn.Module):
             return foreground
         if self.num_background_words:
             background = probs[:, self.num_foreground :].sum(dim=1, keepdim=True)
-        else:
-            foreground = logits[:, : self.num_foreground].softmax(dim=1)
+        else:  # no background words: the softmax above is already over the foreground classes alone
             background = torch.full_like(foreground[:, :1], self.background_threshold)
         index = self.background_index
         return torch.cat([foreground[:, :index], background, foreground[:, index:]], dim=1)
