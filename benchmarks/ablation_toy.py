@@ -22,32 +22,33 @@ from rich.table import Table
 
 from mixreorg_edge.checkpoint import load_model_state
 from mixreorg_edge.data.segfolder import SegmentationFolder
-from mixreorg_edge.pipeline import protocol_of
 from mixreorg_edge.runs import MODEL_FILE, load_model
 from mixreorg_edge.teacher.ablation import LADDER, VARIANTS, apply_variant
 from mixreorg_edge.teacher.presets import get_preset
 from mixreorg_edge.teacher.train import train_teacher
-from mixreorg_edge.zeroshot import evaluate
+from mixreorg_edge.zeroshot import SlidingWindow, evaluate
 
 RESULTS = Path(__file__).parent / "results" / "ablation_toy.json"
 
 
-def evaluate_with_readout(run: Path, data: Path, readout: str) -> tuple[float, float]:
+def evaluate_with_readout(run: Path, data: Path, readout: str, protocol: SlidingWindow) -> tuple[float, float]:
     """Objects and context mIoU of a run's teacher read out densely with `readout` ("group" or "token")."""
-    model, config = load_model(run)
+    model, _ = load_model(run)
     model.cfg.readout = readout
-    protocol = protocol_of(config)
     scores = [evaluate(model, SegmentationFolder(data / "val", name), protocol)["miou"] for name in ("objects", "context")]
     return round(scores[0], 2), round(scores[1], 2)
 
 
 def _finished(run: Path, teacher: dict, steps: int, seed: int) -> bool:
-    """True when `run` already holds this exact variant trained for `steps` steps with `seed`."""
+    """True when `run` already holds this exact variant trained for `steps` steps with `seed` (the evaluation
+    protocol it recorded does not matter: every variant is evaluated with the preset's current one)."""
     try:
         _, config = load_model_state(run / MODEL_FILE)
     except FileNotFoundError:
         return False
-    return config["teacher"] == teacher and config["step"] == steps and config["train"]["seed"] == seed
+    trained = {key: value for key, value in config["teacher"].items() if key != "eval"}
+    wanted = json.loads(json.dumps({key: value for key, value in teacher.items() if key != "eval"}))  # tuples -> lists
+    return trained == wanted and config["step"] == steps and config["train"]["seed"] == seed
 
 
 def _last_metrics(run: Path) -> dict:
@@ -71,12 +72,14 @@ def run_variant(variant: str, data: Path, runs: Path, steps: int, seed: int, thr
     apply_variant(teacher_cfg, variant)
     train_cfg.steps, train_cfg.seed = steps, seed
     run = runs / variant
-    if not _finished(run, teacher_cfg.to_dict(), steps, seed):  # reuse a run made by `mixreorg-edge train-teacher`
+    reused = _finished(run, teacher_cfg.to_dict(), steps, seed)  # a run made earlier (or by `train-teacher`)
+    if not reused:
         train_teacher(data / "train", run, teacher_cfg, train_cfg, show_progress=False)
+    protocol = SlidingWindow(teacher_cfg.eval.short_side, teacher_cfg.eval.window, teacher_cfg.eval.stride)
     readouts = ["group", teacher_cfg.readout] if variant == "baseline" else [teacher_cfg.readout]
     rows = []
     for readout in dict.fromkeys(readouts):
-        objects, context = evaluate_with_readout(runs / variant, data, readout)
+        objects, context = evaluate_with_readout(runs / variant, data, readout, protocol)
         name = variant if readout == readouts[0] else f"{variant} ({readout} readout)"
         rows.append({
             "variant": name,
@@ -88,6 +91,7 @@ def run_variant(variant: str, data: Path, runs: Path, steps: int, seed: int, thr
             "final_loss": _read_final_loss(run),
             "threads": threads,
             "run": str(runs / variant),
+            "reused_run": reused,
         })
     return rows
 
@@ -129,7 +133,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
     meta = {"host": platform.node(), "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "seconds": round(time.perf_counter() - started, 1), "steps": args.steps, "seed": args.seed}
+            "seconds": round(time.perf_counter() - started, 1), "steps": args.steps, "seed": args.seed,
+            "reused_runs": sorted({row["run"] for row in rows if row["reused_run"]})}
     args.out.with_name(args.out.stem + "_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     Console().print(f"wrote {args.out}")
 

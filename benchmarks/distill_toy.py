@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/distill_toy"))
     parser.add_argument("--students", nargs="+", default=list(DEFAULT_STUDENTS))
     parser.add_argument(
-        "--steps", type=int, default=default_train_config().steps, help="steps per student (the quickstart's budget)"
+        "--steps", type=int, default=default_train_config().steps, help="steps per student (`distill`'s default)"
     )
     parser.add_argument("--latency-runs", type=int, default=20)
     parser.add_argument("--out", type=Path, default=RESULTS)

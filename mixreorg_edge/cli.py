@@ -107,11 +107,15 @@ def eval_cmd(
     label_set: str = typer.Option("objects", "--label-set", help="objects | context (or any set in classes.json)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the scores as JSON here."),
     templates: Optional[str] = typer.Option(None, "--templates", help="simple | ensemble (default: the model's)."),
+    short_side: Optional[int] = typer.Option(None, "--short-side", help="Resize the short side to this [default: the model's]."),
+    window: Optional[int] = typer.Option(None, "--window", help="Sliding-window size in pixels [default: the model's]."),
+    stride: Optional[int] = typer.Option(None, "--stride", help="Sliding-window stride in pixels [default: the model's]."),
 ) -> None:
-    """Zero-shot segmentation mIoU with GroupViT's protocol."""
+    """Zero-shot segmentation mIoU with GroupViT's protocol (the one recorded with the model unless overridden)."""
     from .pipeline import evaluate_run
 
-    scores = evaluate_run(model, data, label_set, templates=templates, show_progress=True)
+    scores = evaluate_run(model, data, label_set, templates=templates, show_progress=True,
+                          short_side=short_side, window=window, stride=stride)
     _print_scores(scores)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -126,7 +130,7 @@ def distill_cmd(
     student: str = typer.Option("mobilevit", "--student", help="family[:size], e.g. mobilevit:xxs"),
     data: Path = typer.Option(..., "--data", help="Directory of WebDataset shards (images are enough)."),
     out: Path = typer.Option(..., "--out", help="Student run directory to create (or resume)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps [default: the quickstart's budget]."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps [default: 4000]."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     images: Optional[int] = typer.Option(None, "--images", help="Images whose teacher targets are cached and used."),
     feature_weight: Optional[float] = typer.Option(None, "--feature-weight"),
@@ -201,11 +205,19 @@ def quickstart_cmd(
     minutes: Optional[float] = typer.Option(None, "--minutes", help="Teacher training minutes (with --from-scratch)."),
     from_scratch: bool = typer.Option(False, "--from-scratch", help="Train the toy teacher instead of the shipped one."),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic world and of training."),
+    distill_steps: Optional[int] = typer.Option(
+        None, "--distill-steps", help="Distillation steps of the MobileViT student [default: 1500, ~6 min on 2 cores]."
+    ),
 ) -> None:
     """Synthetic data -> toy teacher -> zero-shot evaluation, with a summary.json of every artifact and figure."""
     from .pipeline import quickstart
 
-    summary = quickstart(out, minutes=minutes, from_scratch=from_scratch, seed=seed, console=console)
+    budget = {}
+    if distill_steps is not None:
+        if distill_steps < 1:
+            raise ValueError(f"--distill-steps must be at least 1, got {distill_steps}")
+        budget["distill_steps"] = distill_steps
+    summary = quickstart(out, minutes=minutes, from_scratch=from_scratch, seed=seed, console=console, **budget)
     table = Table(title="quickstart")
     table.add_column("item")
     table.add_column("value")

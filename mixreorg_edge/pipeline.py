@@ -18,6 +18,7 @@ QUICKSTART_TRAIN_IMAGES = 20000
 QUICKSTART_VAL_IMAGES = 500
 QUICKSTART_MINUTES = 6.0
 QUICKSTART_STUDENT = "mobilevit:xxs"
+QUICKSTART_DISTILL_STEPS = 1500  # ~6 minutes on 2 CPU cores; `distill` defaults to more (distill/train.py)
 
 
 def shipped_teacher() -> Path:
@@ -25,21 +26,31 @@ def shipped_teacher() -> Path:
     return Path(str(resources.files("mixreorg_edge") / "assets" / "toy_teacher"))
 
 
-def protocol_of(config: dict[str, Any]) -> SlidingWindow:
-    """The sliding-window protocol recorded with a model."""
-    settings = config["teacher"]["eval"]
+def protocol_of(config: dict[str, Any], **overrides: int | None) -> SlidingWindow:
+    """The sliding-window protocol recorded with a model; `short_side`, `window`, `stride` overrides that are not
+    None replace the recorded values."""
+    settings = {**config["teacher"]["eval"], **{k: v for k, v in overrides.items() if v is not None}}
+    for key in ("short_side", "window", "stride"):
+        if settings[key] < 1:
+            raise ValueError(f"{key} must be a positive number of pixels, got {settings[key]}")
     return SlidingWindow(settings["short_side"], settings["window"], settings["stride"])
 
 
 def evaluate_run(
-    model_path: Path, data: Path, label_set: str, templates: str | None = None, show_progress: bool = False
+    model_path: Path,
+    data: Path,
+    label_set: str,
+    templates: str | None = None,
+    show_progress: bool = False,
+    **protocol_overrides: int | None,
 ) -> dict[str, Any]:
-    """Load a run's model and evaluate it zero-shot on a segmentation folder."""
+    """Load a run's model and evaluate it zero-shot on a segmentation folder, with the protocol recorded with the
+    model unless `short_side` / `window` / `stride` overrides are given."""
     dataset = SegmentationFolder(data, label_set)
     model, config = load_model(model_path)
     templates = templates or config["teacher"]["eval"]["templates"]
-    scores = evaluate(model, dataset, protocol_of(config), templates=templates, show_progress=show_progress,
-                      text_model=load_text_model(model, config))
+    scores = evaluate(model, dataset, protocol_of(config, **protocol_overrides), templates=templates,
+                      show_progress=show_progress, text_model=load_text_model(model, config))
     return {"model": str(model_path), **scores}
 
 
@@ -51,7 +62,7 @@ def quickstart(
     console: Console | None = None,
     train_images: int = QUICKSTART_TRAIN_IMAGES,
     val_images: int = QUICKSTART_VAL_IMAGES,
-    distill_steps: int | None = None,
+    distill_steps: int = QUICKSTART_DISTILL_STEPS,
 ) -> dict[str, Any]:
     """Synthetic world -> toy teacher (shipped, or trained with `from_scratch`) -> zero-shot eval -> MobileViT
     student distilled from it -> eval -> summary.json with every artifact path and headline figure."""
@@ -93,9 +104,7 @@ def quickstart(
 
     console.rule(f"3/4 distil a {QUICKSTART_STUDENT} student (images only)")
     student_train_cfg = default_train_config()
-    student_train_cfg.seed = seed
-    if distill_steps is not None:
-        student_train_cfg.steps = distill_steps
+    student_train_cfg.seed, student_train_cfg.steps = seed, distill_steps
     distill(teacher_dir, QUICKSTART_STUDENT, data_dir / "train", student_dir, student_train_cfg)
     console.rule("4/4 student zero-shot evaluation")
     student_scores = evaluate_run(student_dir, data_dir / "val", "objects", show_progress=True)
@@ -119,6 +128,7 @@ def quickstart(
         "teacher_eval_context": str(out / "teacher_eval_context.json"),
         "student": QUICKSTART_STUDENT,
         "student_run": str(student_dir),
+        "student_distill_steps": distill_steps,
         "student_miou": student_scores["miou"],
         "student_eval_objects": str(out / "student_eval_objects.json"),
         "seconds": round(time.perf_counter() - started, 1),

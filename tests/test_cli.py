@@ -67,3 +67,21 @@ def test_eval_cli_writes_the_contract_keys(tiny_world: Path, tmp_path: Path) -> 
     assert {"miou", "per_class_iou", "label_set", "num_images"} <= set(scores)
     assert scores["label_set"] == "context" and scores["num_images"] == 6
     assert 0.0 <= scores["miou"] <= 100.0
+
+
+def test_eval_protocol_overrides_are_used_and_checked(tiny_world: Path, tiny_teacher_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "scores.json"
+    args = ("eval", "--model", str(tiny_teacher_run), "--data", str(tiny_world / "val"), "--json", str(out))
+    assert _run(*args).exit_code == 0
+    recorded = json.loads(out.read_text())["protocol"]
+    result = _run(*args, "--short-side", "48", "--window", "24", "--stride", "12")
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["protocol"] == {"short_side": 48, "window": 24, "stride": 12} != recorded
+    result = _run(*args, "--stride", "0")
+    assert result.exit_code == 2 and "stride must be a positive" in result.output
+
+
+def test_quickstart_refuses_a_non_positive_distill_budget(tmp_path: Path) -> None:
+    result = _run("quickstart", "--out", str(tmp_path / "qs"), "--distill-steps", "0")
+    assert result.exit_code == 2 and "at least 1" in result.output
+    assert not (tmp_path / "qs").exists()

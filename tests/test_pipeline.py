@@ -5,6 +5,7 @@ import pytest
 
 from mixreorg_edge.pipeline import quickstart, shipped_teacher
 from mixreorg_edge.runs import load_model
+from mixreorg_edge.teacher.presets import get_preset
 
 SUMMARY_KEYS = {"teacher_run", "val_dir", "teacher_miou", "seconds", "student_run", "student_miou"}
 
@@ -16,6 +17,7 @@ def test_quickstart_writes_a_summary_of_every_artifact(from_scratch: bool, tmp_p
                          train_images=128, val_images=6, distill_steps=2)
     on_disk = json.loads((out / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(on_disk) and on_disk == json.loads(json.dumps(summary))
+    assert on_disk["student_distill_steps"] == 2
     for key in ("teacher_run", "val_dir", "student_run", "teacher_eval_objects", "student_eval_objects"):
         assert Path(on_disk[key]).exists(), key
     assert 0.0 <= on_disk["teacher_miou"] <= 100.0 and 0.0 <= on_disk["student_miou"] <= 100.0
@@ -28,3 +30,5 @@ def test_shipped_teacher_records_how_it_was_made() -> None:
     assert config["kind"] == "teacher" and config["teacher"]["preset"] == "toy"
     provenance = json.loads((shipped_teacher() / "config.json").read_text())
     assert "train-teacher" in provenance["provenance"]["command"] and provenance["train"]["seed"] == 0
+    toy_eval = get_preset("toy")[0].to_dict()["eval"]
+    assert config["teacher"]["eval"] == provenance["teacher"]["eval"] == toy_eval

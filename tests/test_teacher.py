@@ -81,6 +81,11 @@ def test_vit_s_preset_is_the_paper_size() -> None:
     assert (cfg.text.layers, cfg.text.width, cfg.embed_dim) == (12, 256, 256)
 
 
+def test_toy_preset_evaluates_at_its_training_scale() -> None:
+    cfg, _ = get_preset("toy")
+    assert cfg.eval.short_side == cfg.eval.window == cfg.image.image_size
+
+
 def test_init_image_loads_a_timm_vit(tmp_path) -> None:
     import timm
     from safetensors.torch import save_file
