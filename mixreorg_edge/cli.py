@@ -212,11 +212,7 @@ def quickstart_cmd(
     """Synthetic data -> toy teacher -> zero-shot evaluation, with a summary.json of every artifact and figure."""
     from .pipeline import quickstart
 
-    budget = {}
-    if distill_steps is not None:
-        if distill_steps < 1:
-            raise ValueError(f"--distill-steps must be at least 1, got {distill_steps}")
-        budget["distill_steps"] = distill_steps
+    budget = {} if distill_steps is None else {"distill_steps": distill_steps}  # None: the quickstart's default
     summary = quickstart(out, minutes=minutes, from_scratch=from_scratch, seed=seed, console=console, **budget)
     table = Table(title="quickstart")
     table.add_column("item")

@@ -26,14 +26,17 @@ def shipped_teacher() -> Path:
     return Path(str(resources.files("mixreorg_edge") / "assets" / "toy_teacher"))
 
 
-def protocol_of(config: dict[str, Any], **overrides: int | None) -> SlidingWindow:
-    """The sliding-window protocol recorded with a model; `short_side`, `window`, `stride` overrides that are not
-    None replace the recorded values."""
-    settings = {**config["teacher"]["eval"], **{k: v for k, v in overrides.items() if v is not None}}
-    for key in ("short_side", "window", "stride"):
-        if settings[key] < 1:
-            raise ValueError(f"{key} must be a positive number of pixels, got {settings[key]}")
-    return SlidingWindow(settings["short_side"], settings["window"], settings["stride"])
+def protocol_of(
+    config: dict[str, Any], short_side: int | None = None, window: int | None = None, stride: int | None = None
+) -> SlidingWindow:
+    """The sliding-window protocol recorded with a model; an override that is not None replaces its recorded value."""
+    recorded = config["teacher"]["eval"]
+    settings = {"short_side": short_side, "window": window, "stride": stride}
+    settings = {key: recorded[key] if value is None else value for key, value in settings.items()}
+    for key, value in settings.items():
+        if value < 1:
+            raise ValueError(f"{key} must be a positive number of pixels, got {value}")
+    return SlidingWindow(**settings)
 
 
 def evaluate_run(
@@ -42,14 +45,16 @@ def evaluate_run(
     label_set: str,
     templates: str | None = None,
     show_progress: bool = False,
-    **protocol_overrides: int | None,
+    short_side: int | None = None,
+    window: int | None = None,
+    stride: int | None = None,
 ) -> dict[str, Any]:
     """Load a run's model and evaluate it zero-shot on a segmentation folder, with the protocol recorded with the
     model unless `short_side` / `window` / `stride` overrides are given."""
     dataset = SegmentationFolder(data, label_set)
     model, config = load_model(model_path)
     templates = templates or config["teacher"]["eval"]["templates"]
-    scores = evaluate(model, dataset, protocol_of(config, **protocol_overrides), templates=templates,
+    scores = evaluate(model, dataset, protocol_of(config, short_side, window, stride), templates=templates,
                       show_progress=show_progress, text_model=load_text_model(model, config))
     return {"model": str(model_path), **scores}
 
@@ -71,6 +76,8 @@ def quickstart(
     from .teacher.presets import get_preset
     from .teacher.train import train_teacher
 
+    if distill_steps < 1:  # checked before minutes of data generation and evaluation, not when distillation starts
+        raise ValueError(f"distill_steps must be at least 1, got {distill_steps}")
     console = console or Console()
     out = Path(out)
     if (out / "teacher").exists() or (out / "student").exists():
