@@ -74,6 +74,11 @@ def train_teacher_cmd(
     save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     init_image: Optional[Path] = typer.Option(None, "--init-image", help="Local timm/DeiT ViT checkpoint."),
+    init_from: Optional[Path] = typer.Option(
+        None, "--init-from", help="Continue training a teacher run's weights (its architecture and keywords; "
+        "a fresh optimizer and schedule from the preset)."
+    ),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Override the preset's peak learning rate."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override the preset's seed."),
     variant: Optional[str] = typer.Option(None, "--variant", help="MixReorg ablation variant (default: full)."),
 ) -> None:
@@ -84,6 +89,8 @@ def train_teacher_cmd(
 
     if steps is not None and minutes is not None:
         raise ValueError("give --steps or --minutes, not both")
+    if init_from is not None and variant is not None:
+        raise ValueError("--variant cannot change the architecture of an --init-from teacher")
     teacher_cfg, train_cfg = get_preset(preset)
     if variant is not None:
         apply_variant(teacher_cfg, variant)
@@ -91,8 +98,10 @@ def train_teacher_cmd(
     if steps is None and minutes is None:
         train_cfg.steps = 1000
         console.print("no --steps/--minutes given: training for 1000 steps")
-    _override(train_cfg, batch_size=batch_size, save_every=save_every, seed=seed)
-    result = train_teacher(data, out, teacher_cfg, train_cfg, resume=resume, init_image=init_image)
+    _override(train_cfg, batch_size=batch_size, save_every=save_every, seed=seed, lr=lr)
+    result = train_teacher(
+        data, out, teacher_cfg, train_cfg, resume=resume, init_image=init_image, init_from=init_from
+    )
     console.print(
         f"trained {result.steps} steps in {result.seconds / 60:.1f} min, final loss {result.final_loss:.3f}, "
         f"{result.metrics['corrupt_images']} corrupt images skipped -> [bold]{result.run}[/]"

@@ -3,8 +3,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import tiny_teacher_config, tiny_train_config
+from mixreorg_edge.checkpoint import save_model
 from mixreorg_edge.runs import METRICS_FILE, MODEL_FILE, STATE_FILE, load_model
 from mixreorg_edge.teacher.train import train_teacher
 
@@ -57,3 +59,42 @@ def test_training_never_reads_masks(tiny_world: Path, tmp_path: Path) -> None:
     data_files = [path for path in opened if str(tiny_world) in path]
     assert any(path.endswith(".tar") for path in data_files)
     assert not [path for path in data_files if "/val/" in path or "mask" in path or path.endswith(".png")]
+
+
+def test_init_from_continues_a_teacher_with_its_architecture_keywords_and_weights(
+    tiny_world: Path, tmp_path: Path
+) -> None:
+    """With a zero learning rate the child's weights are exactly the parent's; its own `teacher_cfg` is ignored."""
+    from safetensors.torch import load_file
+
+    parent_architecture = tiny_teacher_config()
+    parent_architecture.keyword_prompts = 4
+    parent = tmp_path / "parent"
+    train_teacher(tiny_world / "train", parent, parent_architecture, tiny_train_config(steps=2), show_progress=False)
+    other_architecture = tiny_teacher_config(enabled=False)
+    child = tmp_path / "child"
+    train_teacher(tiny_world / "train", child, other_architecture, tiny_train_config(steps=1, lr=0.0),
+                  init_from=parent, show_progress=False)
+    parent_config = json.loads((parent / "config.json").read_text())
+    child_config = json.loads((child / "config.json").read_text())
+    assert child_config["teacher"] == parent_config["teacher"]
+    assert child_config["keywords"] == parent_config["keywords"] and len(child_config["keywords"]) > 0
+    assert child_config["init_from"]["run"] == str(parent)
+    assert child_config["init_from"]["provenance"] == parent_config["provenance"]
+    parent_weights, child_weights = load_file(parent / MODEL_FILE), load_file(child / MODEL_FILE)
+    assert parent_weights.keys() == child_weights.keys()
+    assert all(torch.equal(parent_weights[name], child_weights[name]) for name in parent_weights)
+
+
+def test_init_from_refuses_a_student_and_a_second_initialisation(
+    tiny_teacher_run: Path, tiny_world: Path, tmp_path: Path
+) -> None:
+    student = tmp_path / "student"
+    student.mkdir()
+    save_model(torch.nn.Linear(2, 2), student / MODEL_FILE, {"kind": "student"})
+    with pytest.raises(ValueError, match="expected a teacher run"):
+        train_teacher(tiny_world / "train", tmp_path / "a", tiny_teacher_config(), tiny_train_config(steps=1),
+                      init_from=student, show_progress=False)
+    with pytest.raises(ValueError, match="not both"):
+        train_teacher(tiny_world / "train", tmp_path / "b", tiny_teacher_config(), tiny_train_config(steps=1),
+                      init_from=tiny_teacher_run, init_image=tiny_teacher_run / MODEL_FILE, show_progress=False)

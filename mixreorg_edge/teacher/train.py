@@ -11,6 +11,8 @@ import torch
 from ..data.keywords import caption_words, keyword_batch
 from ..data.shards import CaptionBatches, ImageTextShards
 from ..data.transforms import normalize_uint8
+from ..checkpoint import load_model_state
+from ..runs import model_file
 from ..training import TrainConfig, TrainResult, default_device, prepare_run, run_training
 from .config import TeacherConfig
 from .init import load_vit_into_encoder
@@ -24,17 +26,30 @@ def train_teacher(
     train_cfg: TrainConfig,
     resume: bool = False,
     init_image: Path | None = None,
+    init_from: Path | None = None,
     device: torch.device | None = None,
     show_progress: bool = True,
     stop_after: int | None = None,
 ) -> TrainResult:
     """Train (or resume) a MixReorg teacher on the shards under `data`; writes the run directory `out`.
 
-    Training reads images and captions only: the masks of a labelled split are never opened."""
+    Training reads images and captions only: the masks of a labelled split are never opened. `init_from` starts
+    from another teacher run's weights, architecture and keywords (its `teacher_cfg` is then ignored), with a fresh
+    optimizer and schedule; the parent's config is recorded under `init_from`."""
+    if init_from is not None and init_image is not None:
+        raise ValueError("give --init-from or --init-image, not both")
     device = device or default_device()
     shards = ImageTextShards(data)  # fails early and clearly on a missing or empty data directory
+    parent_state = None
+    if init_from is not None and not resume:  # a resumed run already holds its weights
+        parent_state, parent_config = _read_parent(init_from)
+        teacher_cfg = TeacherConfig.from_dict(parent_config["teacher"])
     run_config = {"kind": "teacher", "teacher": teacher_cfg.to_dict(), "data": str(data)}
-    if teacher_cfg.keyword_prompts > 0 and not resume:  # a resumed run keeps its saved keywords
+    if parent_state is not None:
+        run_config["init_from"] = {"run": str(init_from), **{k: v for k, v in parent_config.items() if k != "keywords"}}
+        if "keywords" in parent_config:
+            run_config["keywords"] = parent_config["keywords"]
+    elif teacher_cfg.keyword_prompts > 0 and not resume:  # a resumed run keeps its saved keywords
         run_config["keywords"] = caption_words(shards, max_words=teacher_cfg.keyword_vocabulary)
     config = prepare_run(out, run_config, train_cfg, resume)
     teacher_cfg, train_cfg = TeacherConfig.from_dict(config["teacher"]), TrainConfig.from_dict(config["train"])
@@ -42,6 +57,8 @@ def train_teacher(
     model = MixReorgTeacher(teacher_cfg).to(device)
     if init_image is not None and not resume:
         load_vit_into_encoder(model.image_encoder, init_image)
+    if parent_state is not None:
+        model.load_state_dict(parent_state)
     batches = CaptionBatches(shards, train_cfg.batch_size, teacher_cfg.image.image_size, train_cfg.seed)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
@@ -68,3 +85,11 @@ def train_teacher(
         show_progress=show_progress,
         stop_after=stop_after,
     )
+
+
+def _read_parent(run: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Weights and config of the teacher run that `--init-from` names; refuses a student or other model."""
+    state, config = load_model_state(model_file(run))
+    if config.get("kind") != "teacher":
+        raise ValueError(f"--init-from {run}: expected a teacher run, found a {config.get('kind')!r} model")
+    return state, config
