@@ -29,6 +29,10 @@ def test_shipped_teacher_records_how_it_was_made() -> None:
     model, config = load_model(shipped_teacher())
     assert config["kind"] == "teacher" and config["teacher"]["preset"] == "toy"
     provenance = json.loads((shipped_teacher() / "config.json").read_text())
-    assert "train-teacher" in provenance["provenance"]["command"] and provenance["train"]["seed"] == 0
+    link, links = provenance, 0
+    while link is not None:  # the run itself, then every run it was continued from (`--init-from`)
+        assert "train-teacher" in link["provenance"]["command"] and isinstance(link["train"]["seed"], int)
+        link, links = link.get("init_from"), links + 1
+    assert links >= 1
     toy_eval = get_preset("toy")[0].to_dict()["eval"]
     assert config["teacher"]["eval"] == provenance["teacher"]["eval"] == toy_eval
