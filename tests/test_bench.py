@@ -1,0 +1,37 @@
+"""Cost measurements: FLOP counting includes attention, latency statistics are well formed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import Block
+
+from mixreorg_edge.bench.timing import count_gflops, measure_latency
+
+
+class Attention(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(x, x, x)
+
+
+def test_attention_flops_are_counted() -> None:
+    batch, heads, length, dim = 2, 4, 100, 16
+    x = torch.randn(batch, heads, length, dim)
+    expected = 2 * batch * heads * length * length * dim * 2  # q @ k^T and attn @ v, multiply and add each
+    assert count_gflops(Attention(), x) * 1e9 == pytest.approx(expected)
+
+
+def test_transformer_block_flops_include_attention() -> None:
+    width, tokens = 64, 50
+    x = torch.randn(1, tokens, width)
+    linear = 2 * tokens * (3 * width * width + width * width + 2 * width * 4 * width)  # qkv, proj, MLP
+    attention = 2 * 2 * tokens * tokens * width
+    assert count_gflops(Block(width, num_heads=4).eval(), x) * 1e9 == pytest.approx(linear + attention)
+
+
+def test_latency_statistics() -> None:
+    stats = measure_latency(lambda: sum(range(1000)), warmup=1, runs=5)
+    assert stats["runs"] == 5 and stats["min_ms"] <= stats["median_ms"] <= stats["p90_ms"]
+    with pytest.raises(ValueError):
+        measure_latency(lambda: None, runs=0)
