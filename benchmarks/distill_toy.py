@@ -2,7 +2,9 @@
 parameters, GFLOPs and eager CPU latency at 448x448 (BatchNorm folded, channels-last; the deployed graph: student +
 vocabulary head + background rule + upsampling; and the network alone, image -> embedding map), `objects` and `context` mIoU, retention
 (student / teacher mIoU) and speedup versus the paper-size teacher (`vit-s` preset architecture; its weights do not
-matter for timing). A student run already distilled for the same number of steps is reused.
+matter for timing). A student run already distilled for the same number of steps is reused. Students are distilled
+(`--jobs` at once) and evaluated first; then every model's cost is measured back to back, so the speedups compare
+timings taken minutes, not hours, apart on this noisy host.
 
     python benchmarks/distill_toy.py --teacher runs/quickstart/teacher --data runs/quickstart/data
 
@@ -15,6 +17,8 @@ import argparse
 import json
 import platform
 import shutil
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import torch
@@ -75,6 +79,27 @@ def deployed_cost(model: torch.nn.Module, embed_dim: int, runs: int) -> dict:
     }
 
 
+def distil_and_evaluate(student: str, teacher: Path, data: Path, runs: Path, steps: int, threads: int) -> dict:
+    """Distil `student` from `teacher` (or reuse a finished run of it) and evaluate it: its result row, no cost yet."""
+    torch.set_num_threads(threads)
+    teacher_model, _ = load_model(teacher)
+    run = runs / student.replace(":", "-")
+    train_cfg = default_train_config()
+    train_cfg.steps = steps
+    if _finished_with(run, steps, teacher_fingerprint(teacher_model)):
+        seconds = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["elapsed"]  # reuse a finished run
+    else:
+        if run.exists():  # unfinished, or distilled from another teacher: this benchmark's own scratch run
+            Console().print(f"{run}: not a finished run of this teacher, redistilling")
+            shutil.rmtree(run)
+        seconds = distill(teacher, student, data / "train", run, train_cfg, show_progress=False).seconds
+    miou = evaluate_run(run, data / "val", "objects")["miou"]
+    context = evaluate_run(run, data / "val", "context")["miou"]
+    Console().print(f"{student}: objects mIoU {miou:.2f}, distilled in {seconds:.0f} s")
+    return {"model": student, "run": str(run), "objects_miou": round(miou, 2), "context_miou": round(context, 2),
+            "distill_seconds": round(seconds, 1), "distill_steps": steps, "distill_threads": threads}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", type=Path, required=True, help="toy teacher run")
@@ -84,45 +109,37 @@ def main() -> None:
     parser.add_argument(
         "--steps", type=int, default=default_train_config().steps, help="steps per student (`distill`'s default)"
     )
+    parser.add_argument("--jobs", type=int, default=1, help="students distilled at once (threads split between them)")
     parser.add_argument("--latency-runs", type=int, default=20)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     console = Console(width=200)
 
-    teacher, _ = load_model(args.teacher)
     teacher_miou = evaluate_run(args.teacher, args.data / "val", "objects")["miou"]
     teacher_context = evaluate_run(args.teacher, args.data / "val", "context")["miou"]
+    threads = max(1, torch.get_num_threads() // args.jobs)
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(distil_and_evaluate, student, args.teacher, args.data, args.runs, args.steps, threads)
+                   for student in args.students]
+        students = [future.result() for future in futures]
+
+    # Costs last, back to back, with every thread and nothing else running.
+    teacher, _ = load_model(args.teacher)
     vit_s = MixReorgTeacher(get_preset("vit-s")[0]).eval()  # the paper-size inference path; weights do not matter
     reference = {"model": "teacher-vit-s", "objects_miou": None, **deployed_cost(vit_s, vit_s.embed_dim, args.latency_runs)}
     rows = [reference, {"model": "teacher-toy", "objects_miou": round(teacher_miou, 2),
                         "context_miou": round(teacher_context, 2),
                         **deployed_cost(teacher, teacher.embed_dim, args.latency_runs)}]
-    teacher_text = teacher_fingerprint(teacher)
-    for student in args.students:
-        run = args.runs / student.replace(":", "-")
-        train_cfg = default_train_config()
-        train_cfg.steps = args.steps
-        if _finished_with(run, args.steps, teacher_text):
-            seconds = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["elapsed"]  # reuse a finished run
-        else:
-            if run.exists():  # unfinished, or distilled from another teacher: this benchmark's own scratch run
-                Console().print(f"{run}: not a finished run of this teacher, redistilling")
-                shutil.rmtree(run)
-            seconds = distill(args.teacher, student, args.data / "train", run, train_cfg, show_progress=True).seconds
-        miou = evaluate_run(run, args.data / "val", "objects")["miou"]
-        context = evaluate_run(run, args.data / "val", "context")["miou"]
-        model, _ = load_model(run)
-        row = {"model": student, "objects_miou": round(miou, 2), "context_miou": round(context, 2),
-               **deployed_cost(model, model.embed_dim, args.latency_runs)}
-        row["retention"] = round(miou / teacher_miou, 4)
-        row["retention_context"] = round(context / teacher_context, 4)
+    for row in students:
+        model, _ = load_model(Path(row.pop("run")))
+        row.update(deployed_cost(model, model.embed_dim, args.latency_runs))
+        row["retention"] = round(row["objects_miou"] / teacher_miou, 4)
+        row["retention_context"] = round(row["context_miou"] / teacher_context, 4)
         row["speedup"] = round(reference["latency_448_ms"] / row["latency_448_ms"], 2)
-        row["miou_per_ms"] = round(miou / row["latency_448_ms"], 4)
+        row["miou_per_ms"] = round(row["objects_miou"] / row["latency_448_ms"], 4)
         row["speedup_network"] = round(reference["network_latency_448_ms"] / row["network_latency_448_ms"], 2)
-        row["distill_seconds"] = round(seconds, 1)
-        row["distill_steps"] = args.steps
         rows.append(row)
-        console.print(f"{student}: mIoU {miou:.2f}, {row['latency_448_ms']:.1f} ms")
+        console.print(f"{row['model']}: {row['latency_448_ms']:.1f} ms")
 
     table = Table(title=f"students distilled for {args.steps} steps; latency at {SIZE}x{SIZE}, eager CPU")
     columns = ("model", "params_m", "gflops_448", "latency_448_ms", "network_latency_448_ms", "objects_miou",
@@ -132,14 +149,13 @@ def main() -> None:
     for row in rows:
         table.add_row(*(str(row.get(column, "-")) for column in columns))
     console.print(table)
-    students = [row for row in rows if "retention" in row]
     if students:
         best = max(students, key=lambda row: row["miou_per_ms"])
         console.print(f"best mIoU per millisecond: {best['model']} ({best['miou_per_ms']:.3f})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"host": platform.node(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "latency_graph": "eager, export.prepare_for_inference (BatchNorm folded, re-parameterised, channels-last)",
-            "steps": args.steps, "teacher": str(args.teacher), "teacher_objects_miou": round(teacher_miou, 2),
+            "steps": args.steps, "jobs": args.jobs, "teacher": str(args.teacher), "teacher_objects_miou": round(teacher_miou, 2),
             "teacher_context_miou": round(teacher_context, 2)}
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     console.print(f"wrote {args.out}")
