@@ -79,14 +79,16 @@ def deployed_cost(model: torch.nn.Module, embed_dim: int, runs: int) -> dict:
     }
 
 
-def distil_and_evaluate(student: str, teacher: Path, data: Path, runs: Path, steps: int, threads: int) -> dict:
-    """Distil `student` from `teacher` (or reuse a finished run of it) and evaluate it: its result row, no cost yet."""
+def distil_and_evaluate(
+    student: str, teacher: Path, teacher_text: str, data: Path, runs: Path, steps: int, threads: int
+) -> dict:
+    """Distil `student` from `teacher` (text fingerprint `teacher_text`), or reuse a finished run of it, and evaluate
+    it: its result row, no cost yet."""
     torch.set_num_threads(threads)
-    teacher_model, _ = load_model(teacher)
     run = runs / student.replace(":", "-")
     train_cfg = default_train_config()
     train_cfg.steps = steps
-    if _finished_with(run, steps, teacher_fingerprint(teacher_model)):
+    if _finished_with(run, steps, teacher_text):
         seconds = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["elapsed"]  # reuse a finished run
     else:
         if run.exists():  # unfinished, or distilled from another teacher: this benchmark's own scratch run
@@ -117,14 +119,15 @@ def main() -> None:
 
     teacher_miou = evaluate_run(args.teacher, args.data / "val", "objects")["miou"]
     teacher_context = evaluate_run(args.teacher, args.data / "val", "context")["miou"]
+    teacher, _ = load_model(args.teacher)
+    teacher_text = teacher_fingerprint(teacher)
     threads = max(1, torch.get_num_threads() // args.jobs)
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(distil_and_evaluate, student, args.teacher, args.data, args.runs, args.steps, threads)
-                   for student in args.students]
+        futures = [pool.submit(distil_and_evaluate, student, args.teacher, teacher_text, args.data, args.runs,
+                               args.steps, threads) for student in args.students]
         students = [future.result() for future in futures]
 
     # Costs last, back to back, with every thread and nothing else running.
-    teacher, _ = load_model(args.teacher)
     vit_s = MixReorgTeacher(get_preset("vit-s")[0]).eval()  # the paper-size inference path; weights do not matter
     reference = {"model": "teacher-vit-s", "objects_miou": None, **deployed_cost(vit_s, vit_s.embed_dim, args.latency_runs)}
     rows = [reference, {"model": "teacher-toy", "objects_miou": round(teacher_miou, 2),
