@@ -18,6 +18,7 @@ import json
 import platform
 import shutil
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from rich.table import Table
 
 from mixreorg_edge.bench.timing import count_gflops, count_parameters, measure_latency
 from mixreorg_edge.distill.student import EmbeddingModel, SegmentationModel
-from mixreorg_edge.distill.train import default_train_config, distill
+from mixreorg_edge.distill.train import DistillConfig, default_train_config, distill
 from mixreorg_edge.export.prepare import prepare_for_inference
 from mixreorg_edge.pipeline import evaluate_run
 from mixreorg_edge.checkpoint import load_model_state
@@ -44,11 +45,13 @@ SIZE = 448
 
 
 def _finished_with(run: Path, steps: int, teacher_text: str) -> bool:
-    """A finished student run of `steps` steps distilled from this teacher (a run of another teacher is redone)."""
+    """A finished student run of `steps` steps distilled from this teacher with `distill`'s default settings (a run
+    of another teacher, or with other settings such as fewer cached images, is redone)."""
     if not (run / MODEL_FILE).exists():
         return False
     config = load_model_state(run / MODEL_FILE)[1]  # the run's config, with the step it was saved at
-    return config["step"] == steps and config.get("text_fingerprint") == teacher_text
+    return (config["step"] == steps and config.get("text_fingerprint") == teacher_text
+            and config.get("distill") == asdict(DistillConfig()))
 
 
 def deployed_cost(model: torch.nn.Module, embed_dim: int, runs: int) -> dict:
@@ -91,8 +94,8 @@ def distil_and_evaluate(
     if _finished_with(run, steps, teacher_text):
         seconds = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["elapsed"]  # reuse a finished run
     else:
-        if run.exists():  # unfinished, or distilled from another teacher: this benchmark's own scratch run
-            Console().print(f"{run}: not a finished run of this teacher, redistilling")
+        if run.exists():  # unfinished, or of another teacher or settings: this benchmark's own scratch run
+            Console().print(f"{run}: not a finished run of this teacher and settings, redistilling")
             shutil.rmtree(run)
         seconds = distill(teacher, student, data / "train", run, train_cfg, show_progress=False).seconds
     miou = evaluate_run(run, data / "val", "objects")["miou"]
@@ -158,7 +161,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"host": platform.node(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "latency_graph": "eager, export.prepare_for_inference (BatchNorm folded, re-parameterised, channels-last)",
-            "steps": args.steps, "jobs": args.jobs, "teacher": str(args.teacher), "teacher_objects_miou": round(teacher_miou, 2),
+            "steps": args.steps, "distill": asdict(DistillConfig()), "jobs": args.jobs, "teacher": str(args.teacher), "teacher_objects_miou": round(teacher_miou, 2),
             "teacher_context_miou": round(teacher_context, 2)}
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     console.print(f"wrote {args.out}")

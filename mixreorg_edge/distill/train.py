@@ -26,7 +26,7 @@ class DistillConfig:
     """What is distilled and how. `vocabulary`: "captions" (the frequent words of the training captions) or a
     class spec (built-in name, file or "a,b,c") used as the logit-distillation vocabulary."""
 
-    images: int = 4096
+    images: int = 20000  # the default world's whole training split; 4,096 overfit (see default_train_config)
     augment: str = "hflip"
     feature_weight: float = 1.0
     logit_weight: float = 1.0
@@ -36,9 +36,9 @@ class DistillConfig:
 
 
 def default_train_config() -> TrainConfig:
-    """The budget of `distill` and the distillation benchmark: 4,000 steps of 64 (from the shipped 80-minute teacher,
-    MobileViT-XXS kept 85.0 % of its `objects` mIoU after 1,500 steps and 94.8 % after 3,000; the quickstart uses a
-    shorter budget to stay within its 10 minutes)."""
+    """The budget of `distill` and the distillation benchmark: 4,000 steps of 64. From the shipped teacher (38.65
+    `objects` mIoU) MobileViT-XXS kept 98.9 % after 4,000 steps over 20,000 cached images, where 4,096 images gave
+    91.2 % (92.9 % after 8,000 steps); the quickstart uses a shorter budget to stay within its 10 minutes."""
     return TrainConfig(batch_size=64, lr=2e-3, warmup_steps=50, steps=4000, save_every=250, log_every=10)
 
 
