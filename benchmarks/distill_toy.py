@@ -161,8 +161,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"host": platform.node(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "latency_graph": "eager, export.prepare_for_inference (BatchNorm folded, re-parameterised, channels-last)",
-            "steps": args.steps, "distill": asdict(DistillConfig()), "jobs": args.jobs, "teacher": str(args.teacher), "teacher_objects_miou": round(teacher_miou, 2),
-            "teacher_context_miou": round(teacher_context, 2)}
+            "steps": args.steps, "distill": asdict(DistillConfig()), "jobs": args.jobs, "teacher": str(args.teacher),
+            "teacher_objects_miou": round(teacher_miou, 2), "teacher_context_miou": round(teacher_context, 2)}
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     console.print(f"wrote {args.out}")
 

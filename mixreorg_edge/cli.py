@@ -141,7 +141,7 @@ def distill_cmd(
     out: Path = typer.Option(..., "--out", help="Student run directory to create (or resume)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps [default: 4000]."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-    images: Optional[int] = typer.Option(None, "--images", help="Images whose teacher targets are cached and used."),
+    images: Optional[int] = typer.Option(None, "--images", help="Images whose teacher targets are cached and used [default: 20000]."),
     feature_weight: Optional[float] = typer.Option(None, "--feature-weight"),
     logit_weight: Optional[float] = typer.Option(None, "--logit-weight"),
     temperature: Optional[float] = typer.Option(None, "--temperature"),
