@@ -116,9 +116,9 @@ def eval_cmd(
     label_set: str = typer.Option("objects", "--label-set", help="objects | context (or any set in classes.json)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the scores as JSON here."),
     templates: Optional[str] = typer.Option(None, "--templates", help="simple | ensemble (default: the model's)."),
-    short_side: Optional[int] = typer.Option(None, "--short-side", help="Resize the short side to this [default: the model's]."),
-    window: Optional[int] = typer.Option(None, "--window", help="Sliding-window size in pixels [default: the model's]."),
-    stride: Optional[int] = typer.Option(None, "--stride", help="Sliding-window stride in pixels [default: the model's]."),
+    short_side: Optional[int] = typer.Option(None, "--short-side", help="Resize the short side to this (default: the model's)."),
+    window: Optional[int] = typer.Option(None, "--window", help="Sliding-window size in pixels (default: the model's)."),
+    stride: Optional[int] = typer.Option(None, "--stride", help="Sliding-window stride in pixels (default: the model's)."),
 ) -> None:
     """Zero-shot segmentation mIoU with GroupViT's protocol (the one recorded with the model unless overridden)."""
     from .pipeline import evaluate_run
@@ -139,9 +139,11 @@ def distill_cmd(
     student: str = typer.Option("mobilevit", "--student", help="family[:size], e.g. mobilevit:xxs"),
     data: Path = typer.Option(..., "--data", help="Directory of WebDataset shards (images are enough)."),
     out: Path = typer.Option(..., "--out", help="Student run directory to create (or resume)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps [default: 4000]."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (default: 4000)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-    images: Optional[int] = typer.Option(None, "--images", help="Images whose teacher targets are cached and used [default: 20000]."),
+    images: Optional[int] = typer.Option(
+        None, "--images", help="Images whose teacher targets are cached and used (default: 20000)."
+    ),
     feature_weight: Optional[float] = typer.Option(None, "--feature-weight"),
     logit_weight: Optional[float] = typer.Option(None, "--logit-weight"),
     temperature: Optional[float] = typer.Option(None, "--temperature"),
@@ -215,7 +217,7 @@ def quickstart_cmd(
     from_scratch: bool = typer.Option(False, "--from-scratch", help="Train the toy teacher instead of the shipped one."),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic world and of training."),
     distill_steps: Optional[int] = typer.Option(
-        None, "--distill-steps", help="Distillation steps of the MobileViT student [default: 1500, ~6 min on 2 cores]."
+        None, "--distill-steps", help="Distillation steps of the MobileViT student (default: 1500, ~6 min on 2 cores)."
     ),
 ) -> None:
     """Synthetic data -> toy teacher -> zero-shot evaluation, with a summary.json of every artifact and figure."""

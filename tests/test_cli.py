@@ -85,3 +85,9 @@ def test_quickstart_refuses_a_non_positive_distill_budget(tmp_path: Path) -> Non
     result = _run("quickstart", "--out", str(tmp_path / "qs"), "--distill-steps", "0")
     assert result.exit_code == 2 and "at least 1" in result.output
     assert not (tmp_path / "qs").exists()
+
+
+def test_help_shows_the_documented_defaults() -> None:
+    """rich treats "[...]" in help text as markup and drops it; the defaults written there must reach the user."""
+    assert "4000" in _run("distill", "--help").output and "20000" in _run("distill", "--help").output
+    assert "1500" in _run("quickstart", "--help").output
