@@ -3,8 +3,8 @@ parameters, GFLOPs and eager CPU latency at 448x448 (BatchNorm folded, channels-
 vocabulary head + background rule + upsampling; and the network alone, image -> embedding map), `objects` and `context` mIoU, retention
 (student / teacher mIoU) and speedup versus the paper-size teacher (`vit-s` preset architecture; its weights do not
 matter for timing). A student run already distilled for the same number of steps is reused. Students are distilled
-(`--jobs` at once) and evaluated first; then every model's cost is measured back to back, so the speedups compare
-timings taken minutes, not hours, apart on this noisy host.
+(`--jobs` at once) and evaluated first; then every model's graphs are timed interleaved (round-robin, one call of
+each per round), so a slow phase of this noisy host slows every model alike and the speedups stay comparable.
 
     python benchmarks/distill_toy.py --teacher runs/quickstart/teacher --data runs/quickstart/data
 
@@ -27,13 +27,13 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
-from mixreorg_edge.bench.timing import count_gflops, count_parameters, measure_latency
+from mixreorg_edge.bench.timing import count_gflops, count_parameters, measure_latencies
 from mixreorg_edge.distill.student import EmbeddingModel, SegmentationModel
 from mixreorg_edge.distill.train import DistillConfig, default_train_config, distill
 from mixreorg_edge.export.prepare import prepare_for_inference
 from mixreorg_edge.pipeline import evaluate_run
 from mixreorg_edge.checkpoint import load_model_state
-from mixreorg_edge.runs import MODEL_FILE, load_model
+from mixreorg_edge.runs import CONFIG_FILE, MODEL_FILE, load_model
 from mixreorg_edge.teacher.model import MixReorgTeacher
 from mixreorg_edge.teacher.presets import get_preset
 from mixreorg_edge.vocab import Vocabulary, builtin_label_set, teacher_fingerprint
@@ -54,31 +54,43 @@ def _finished_with(run: Path, steps: int, teacher_text: str) -> bool:
             and config.get("distill") == asdict(DistillConfig()))
 
 
-def deployed_cost(model: torch.nn.Module, embed_dim: int, runs: int) -> dict:
-    """Params, GFLOPs and latency at SIZE x SIZE of `model` behind a synthetic-objects vocabulary head (random
-    embeddings of the model's dimension: the vocabulary's values do not change the cost). Latency is timed on the
-    inference-prepared copies (BatchNorm folded, re-parameterised, channels-last; see export.prepare), checked
-    against the original graph; parameters and GFLOPs are the original graph's."""
+def deployed_graphs(model: torch.nn.Module, embed_dim: int) -> tuple[dict, torch.nn.Module, torch.nn.Module]:
+    """Params and GFLOPs at SIZE x SIZE of `model` behind a synthetic-objects vocabulary head (random embeddings of
+    the model's dimension: the vocabulary's values do not change the cost), and the two graphs to time: the
+    deployed one (labels out) and the network alone (embeddings out), both inference-prepared (BatchNorm folded,
+    re-parameterised, channels-last; see export.prepare) and checked against the original graph; parameters and
+    GFLOPs are the original graph's."""
     labels = builtin_label_set("synthetic-objects")
     entries = len(labels.classes) - 1 + len(labels.background_words)
     vocabulary = Vocabulary(labels.classes, labels.background_words,
                             F.normalize(torch.randn(entries, embed_dim), dim=-1), logit_scale=50.0)
     example = torch.randn(1, 3, SIZE, SIZE)
     deployed = SegmentationModel(model, vocabulary, output="labels").eval()
-    gflops = count_gflops(deployed, example)
-    fast_deployed = prepare_for_inference(deployed, example)
-    fast_network = prepare_for_inference(EmbeddingModel(model), example)
-    example = example.contiguous(memory_format=torch.channels_last)
+    cost = {"params_m": round(count_parameters(model) / 1e6, 3), "gflops_448": round(count_gflops(deployed, example), 2)}
+    return cost, prepare_for_inference(deployed, example), prepare_for_inference(EmbeddingModel(model), example)
+
+
+def time_interleaved(graphs: dict[str, tuple[torch.nn.Module, torch.nn.Module]], runs: int) -> dict[str, dict]:
+    """Latency of every model's deployed graph and network at SIZE x SIZE, all timed round-robin in one loop (see
+    bench.timing.measure_latencies), so the speedups compare timings taken under the same host conditions."""
+    example = torch.randn(1, 3, SIZE, SIZE).contiguous(memory_format=torch.channels_last)
+    fns = {}
+    for name, (deployed, network) in graphs.items():
+        fns[(name, "deployed")] = lambda graph=deployed: graph(example)
+        fns[(name, "network")] = lambda graph=network: graph(example)
     with torch.inference_mode():
-        latency = measure_latency(lambda: fast_deployed(example), warmup=5, runs=runs)
-        network_latency = measure_latency(lambda: fast_network(example), warmup=5, runs=runs)
+        stats = measure_latencies(fns, warmup=5, runs=runs)
     return {
-        "params_m": round(count_parameters(model) / 1e6, 3),
-        "gflops_448": round(gflops, 2),
-        "latency_448_ms": latency["median_ms"],
-        "latency_448_p90_ms": latency["p90_ms"],
-        "network_latency_448_ms": network_latency["median_ms"],
-        "threads": latency["threads"],
+        name: {
+            "latency_448_ms": stats[(name, "deployed")]["median_ms"],
+            "latency_448_p90_ms": stats[(name, "deployed")]["p90_ms"],
+            "latency_448_min_ms": stats[(name, "deployed")]["min_ms"],
+            "network_latency_448_ms": stats[(name, "network")]["median_ms"],
+            "network_latency_448_min_ms": stats[(name, "network")]["min_ms"],
+            "latency_runs": runs,
+            "threads": stats[(name, "deployed")]["threads"],
+        }
+        for name in graphs
     }
 
 
@@ -93,16 +105,20 @@ def distil_and_evaluate(
     train_cfg.steps = steps
     if _finished_with(run, steps, teacher_text):
         seconds = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["elapsed"]  # reuse a finished run
+        distill_threads = json.loads((run / CONFIG_FILE).read_text())["provenance"]["threads"]  # as it was distilled
+        reused = True
     else:
         if run.exists():  # unfinished, or of another teacher or settings: this benchmark's own scratch run
             Console().print(f"{run}: not a finished run of this teacher and settings, redistilling")
             shutil.rmtree(run)
         seconds = distill(teacher, student, data / "train", run, train_cfg, show_progress=False).seconds
+        distill_threads, reused = threads, False
     miou = evaluate_run(run, data / "val", "objects")["miou"]
     context = evaluate_run(run, data / "val", "context")["miou"]
     Console().print(f"{student}: objects mIoU {miou:.2f}, distilled in {seconds:.0f} s")
     return {"model": student, "run": str(run), "objects_miou": round(miou, 2), "context_miou": round(context, 2),
-            "distill_seconds": round(seconds, 1), "distill_steps": steps, "distill_threads": threads}
+            "distill_seconds": round(seconds, 1), "distill_steps": steps, "distill_threads": distill_threads,
+            "reused_run": reused}
 
 
 def main() -> None:
@@ -115,7 +131,7 @@ def main() -> None:
         "--steps", type=int, default=default_train_config().steps, help="steps per student (`distill`'s default)"
     )
     parser.add_argument("--jobs", type=int, default=1, help="students distilled at once (threads split between them)")
-    parser.add_argument("--latency-runs", type=int, default=20)
+    parser.add_argument("--latency-runs", type=int, default=40, help="timed rounds (every graph once per round)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     console = Console(width=200)
@@ -130,26 +146,33 @@ def main() -> None:
                                args.steps, threads) for student in args.students]
         students = [future.result() for future in futures]
 
-    # Costs last, back to back, with every thread and nothing else running.
+    # Costs last, with every thread and nothing else running: every graph is prepared first, then all are timed
+    # interleaved.
     vit_s = MixReorgTeacher(get_preset("vit-s")[0]).eval()  # the paper-size inference path; weights do not matter
-    reference = {"model": "teacher-vit-s", "objects_miou": None, **deployed_cost(vit_s, vit_s.embed_dim, args.latency_runs)}
+    models = {"teacher-vit-s": vit_s, "teacher-toy": teacher}
+    models.update({row["model"]: load_model(Path(row.pop("run")))[0] for row in students})
+    costs, graphs = {}, {}
+    for name, model in models.items():
+        costs[name], *graphs[name] = deployed_graphs(model, model.embed_dim)
+    for name, latency in time_interleaved(graphs, args.latency_runs).items():
+        costs[name].update(latency)
+    reference = {"model": "teacher-vit-s", "objects_miou": None, **costs["teacher-vit-s"]}
     rows = [reference, {"model": "teacher-toy", "objects_miou": round(teacher_miou, 2),
-                        "context_miou": round(teacher_context, 2),
-                        **deployed_cost(teacher, teacher.embed_dim, args.latency_runs)}]
+                        "context_miou": round(teacher_context, 2), **costs["teacher-toy"]}]
     for row in students:
-        model, _ = load_model(Path(row.pop("run")))
-        row.update(deployed_cost(model, model.embed_dim, args.latency_runs))
+        row.update(costs[row["model"]])
         row["retention"] = round(row["objects_miou"] / teacher_miou, 4)
         row["retention_context"] = round(row["context_miou"] / teacher_context, 4)
         row["speedup"] = round(reference["latency_448_ms"] / row["latency_448_ms"], 2)
+        row["speedup_min"] = round(reference["latency_448_min_ms"] / row["latency_448_min_ms"], 2)
         row["miou_per_ms"] = round(row["objects_miou"] / row["latency_448_ms"], 4)
         row["speedup_network"] = round(reference["network_latency_448_ms"] / row["network_latency_448_ms"], 2)
         rows.append(row)
-        console.print(f"{row['model']}: {row['latency_448_ms']:.1f} ms")
 
     table = Table(title=f"students distilled for {args.steps} steps; latency at {SIZE}x{SIZE}, eager CPU")
-    columns = ("model", "params_m", "gflops_448", "latency_448_ms", "network_latency_448_ms", "objects_miou",
-               "retention", "context_miou", "retention_context", "speedup", "speedup_network")
+    columns = ("model", "params_m", "gflops_448", "latency_448_ms", "latency_448_min_ms", "network_latency_448_ms",
+               "objects_miou", "retention", "context_miou", "retention_context", "speedup", "speedup_min",
+               "speedup_network")
     for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right")
     for row in rows:
@@ -161,6 +184,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"host": platform.node(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "latency_graph": "eager, export.prepare_for_inference (BatchNorm folded, re-parameterised, channels-last)",
+            "latency_protocol": "interleaved: 5 warm-up calls per graph, then latency_runs rounds of every graph once; "
+                                "median (latency_448_ms) and min per graph",
             "steps": args.steps, "distill": asdict(DistillConfig()), "jobs": args.jobs, "teacher": str(args.teacher),
             "teacher_objects_miou": round(teacher_miou, 2), "teacher_context_miou": round(teacher_context, 2)}
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")

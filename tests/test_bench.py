@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 
-from mixreorg_edge.bench.timing import count_gflops, measure_latency
+from mixreorg_edge.bench.timing import count_gflops, measure_latencies, measure_latency
 
 
 class Attention(torch.nn.Module):
@@ -35,3 +35,10 @@ def test_latency_statistics() -> None:
     assert stats["runs"] == 5 and stats["min_ms"] <= stats["median_ms"] <= stats["p90_ms"]
     with pytest.raises(ValueError):
         measure_latency(lambda: None, runs=0)
+
+
+def test_latencies_are_measured_interleaved() -> None:
+    calls: list[str] = []
+    stats = measure_latencies({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=2, runs=3)
+    assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3  # warm-up per callable, then round-robin
+    assert set(stats) == {"a", "b"} and all(row["runs"] == 3 and row["warmup"] == 2 for row in stats.values())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
@@ -20,22 +20,36 @@ def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, **kwargs) -
 
 def measure_latency(fn: Callable[[], object], warmup: int = 5, runs: int = 20) -> dict[str, float]:
     """Call `fn` `warmup` times untimed, then `runs` times timed; milliseconds (median, p90, min, mean)."""
+    return measure_latencies({"fn": fn}, warmup=warmup, runs=runs)["fn"]
+
+
+def measure_latencies(
+    fns: Mapping[str, Callable[[], object]], warmup: int = 5, runs: int = 20
+) -> dict[str, dict[str, float]]:
+    """Time several callables interleaved: after `warmup` untimed calls of each, `runs` rounds each call every
+    callable once in turn, so a slow phase of a shared host falls on all of them alike and their ratios stay
+    comparable. Per name: milliseconds (median, p90, min, mean), runs, warmup, threads."""
     if runs < 1:
         raise ValueError("runs must be >= 1")
-    for _ in range(warmup):
-        fn()
-    times = []
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000.0)
-    times.sort()
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1000.0)
+    return {name: _summary(sorted(values), warmup) for name, values in times.items()}
+
+
+def _summary(times: list[float], warmup: int) -> dict[str, float]:
     return {
         "median_ms": round(statistics.median(times), 3),
         "p90_ms": round(times[min(len(times) - 1, int(0.9 * len(times)))], 3),
         "min_ms": round(times[0], 3),
         "mean_ms": round(statistics.fmean(times), 3),
-        "runs": runs,
+        "runs": len(times),
         "warmup": warmup,
         "threads": torch.get_num_threads(),
     }
