@@ -132,6 +132,8 @@ def main() -> None:
     )
     parser.add_argument("--jobs", type=int, default=1, help="students distilled at once (threads split between them)")
     parser.add_argument("--latency-runs", type=int, default=40, help="timed rounds (every graph once per round)")
+    parser.add_argument("--latency-threads", type=int, default=None,
+                        help="threads for the timing (default: all of torch's; 1 = the single-core figure mobile papers quote)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     console = Console(width=200)
@@ -146,8 +148,9 @@ def main() -> None:
                                args.steps, threads) for student in args.students]
         students = [future.result() for future in futures]
 
-    # Costs last, with every thread and nothing else running: every graph is prepared first, then all are timed
-    # interleaved.
+    # Costs last, with nothing else running: every graph is prepared first, then all are timed interleaved.
+    if args.latency_threads is not None:
+        torch.set_num_threads(args.latency_threads)
     vit_s = MixReorgTeacher(get_preset("vit-s")[0]).eval()  # the paper-size inference path; weights do not matter
     models = {"teacher-vit-s": vit_s, "teacher-toy": teacher}
     models.update({row["model"]: load_model(Path(row.pop("run")))[0] for row in students})
@@ -169,7 +172,8 @@ def main() -> None:
         row["speedup_network"] = round(reference["network_latency_448_ms"] / row["network_latency_448_ms"], 2)
         rows.append(row)
 
-    table = Table(title=f"students distilled for {args.steps} steps; latency at {SIZE}x{SIZE}, eager CPU")
+    table = Table(title=f"students distilled for {args.steps} steps; latency at {SIZE}x{SIZE}, eager CPU, "
+                        f"{torch.get_num_threads()} threads, interleaved")
     columns = ("model", "params_m", "gflops_448", "latency_448_ms", "latency_448_min_ms", "network_latency_448_ms",
                "objects_miou", "retention", "context_miou", "retention_context", "speedup", "speedup_min",
                "speedup_network")
