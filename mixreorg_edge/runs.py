@@ -70,8 +70,13 @@ def load_text_model(model: nn.Module, config: dict[str, Any]) -> nn.Module:
         teacher, _ = load_model(teacher_run)
     except FileNotFoundError:
         raise FileNotFoundError(
-            f"this student's teacher {teacher_run} is missing: it embeds class names (or pass a --vocab file)"
+            f"this student's teacher {teacher_run} is missing: it embeds class names (`segment` also takes a "
+            "--vocab file that teacher built)"
         ) from None
     if teacher_fingerprint(teacher) != config["text_fingerprint"]:
-        raise ValueError(f"{teacher_run} is not the teacher this student was distilled from")
+        raise ValueError(
+            f"{teacher_run} is not the teacher this student was distilled from (its text side differs: retrained or "
+            "replaced since, e.g. by a newer shipped teacher); restore that run there, or give `segment` a --vocab "
+            "file it built"
+        )
     return teacher
