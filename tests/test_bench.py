@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 
-from mixreorg_edge.bench.timing import count_gflops, measure_latencies, measure_latency
+from mixreorg_edge.bench.timing import count_gflops, measure_latencies
 
 
 class Attention(torch.nn.Module):
@@ -31,10 +31,10 @@ def test_transformer_block_flops_include_attention() -> None:
 
 
 def test_latency_statistics() -> None:
-    stats = measure_latency(lambda: sum(range(1000)), warmup=1, runs=5)
+    stats = measure_latencies({"sum": lambda: sum(range(1000))}, warmup=1, runs=5)["sum"]
     assert stats["runs"] == 5 and stats["min_ms"] <= stats["median_ms"] <= stats["p90_ms"]
     with pytest.raises(ValueError):
-        measure_latency(lambda: None, runs=0)
+        measure_latencies({"none": lambda: None}, runs=0)
 
 
 def test_latencies_are_measured_interleaved() -> None:

@@ -18,11 +18,6 @@ def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, **kwargs) -
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def measure_latency(fn: Callable[[], object], warmup: int = 5, runs: int = 20) -> dict[str, float]:
-    """Call `fn` `warmup` times untimed, then `runs` times timed; milliseconds (median, p90, min, mean)."""
-    return measure_latencies({"fn": fn}, warmup=warmup, runs=runs)["fn"]
-
-
 def measure_latencies(
     fns: Mapping[str, Callable[[], object]], warmup: int = 5, runs: int = 20
 ) -> dict[str, dict[str, float]]:
