@@ -148,12 +148,13 @@ def distill_cmd(
     logit_weight: Optional[float] = typer.Option(None, "--logit-weight"),
     temperature: Optional[float] = typer.Option(None, "--temperature"),
     backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights", help="Local timm backbone weights."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Training seed: initialisation and batch order (default: 0)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
 ) -> None:
     """Distil a teacher into a mobile student (dense feature + logit distillation; no labels, no captions)."""
     from .distill.train import DistillConfig, default_train_config, distill
 
-    train_cfg = _override(default_train_config(), steps=steps, batch_size=batch_size)
+    train_cfg = _override(default_train_config(), steps=steps, batch_size=batch_size, seed=seed)
     distill_cfg = _override(DistillConfig(), images=images, feature_weight=feature_weight, logit_weight=logit_weight,
                             temperature=temperature)
     result = distill(teacher, student, data, out, train_cfg, distill_cfg, resume=resume,

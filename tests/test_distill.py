@@ -34,6 +34,16 @@ def test_distillation_loss_falls(tiny_world: Path, tiny_teacher_run: Path, tmp_p
     assert config["kind"] == "student" and model.embed_dim == 32
 
 
+def test_distill_cli_records_its_seed(tiny_world: Path, tiny_teacher_run: Path, tmp_path: Path) -> None:
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_teacher_run, teacher)  # its target cache is written next to it
+    result = runner.invoke(app, ["distill", "--teacher", str(teacher), "--student", STUDENT, "--data", str(tiny_world),
+                                 "--out", str(tmp_path / "student"), "--steps", "2", "--batch-size", "8",
+                                 "--images", "16", "--seed", "5"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "student" / "config.json").read_text())["train"]["seed"] == 5
+
+
 def test_teacher_target_cache_is_reused_and_invalidated(tiny_world: Path, tiny_teacher_run: Path,
                                                         tmp_path: Path) -> None:
     teacher, _ = load_model(tiny_teacher_run)
