@@ -33,7 +33,7 @@ from mixreorg_edge.distill.train import DistillConfig, default_train_config, dis
 from mixreorg_edge.export.prepare import prepare_for_inference
 from mixreorg_edge.pipeline import evaluate_run
 from mixreorg_edge.checkpoint import load_model_state
-from mixreorg_edge.runs import CONFIG_FILE, MODEL_FILE, load_model
+from mixreorg_edge.runs import CONFIG_FILE, METRICS_FILE, MODEL_FILE, load_model
 from mixreorg_edge.teacher.model import MixReorgTeacher
 from mixreorg_edge.teacher.presets import get_preset
 from mixreorg_edge.vocab import Vocabulary, builtin_label_set, teacher_fingerprint
@@ -104,7 +104,7 @@ def distil_and_evaluate(
     train_cfg = default_train_config()
     train_cfg.steps = steps
     if _finished_with(run, steps, teacher_text):
-        seconds = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["elapsed"]  # reuse a finished run
+        seconds = json.loads((run / METRICS_FILE).read_text().splitlines()[-1])["elapsed"]  # reuse a finished run
         distill_threads = json.loads((run / CONFIG_FILE).read_text())["provenance"]["threads"]  # as it was distilled
         reused = True
     else:
@@ -156,7 +156,8 @@ def main() -> None:
     models.update({row["model"]: load_model(Path(row.pop("run")))[0] for row in students})
     costs, graphs = {}, {}
     for name, model in models.items():
-        costs[name], *graphs[name] = deployed_graphs(model, model.embed_dim)
+        cost, deployed, network = deployed_graphs(model, model.embed_dim)
+        costs[name], graphs[name] = cost, (deployed, network)
     for name, latency in time_interleaved(graphs, args.latency_runs).items():
         costs[name].update(latency)
     reference = {"model": "teacher-vit-s", "objects_miou": None, **costs["teacher-vit-s"]}

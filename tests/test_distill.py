@@ -12,7 +12,7 @@ from mixreorg_edge.data.shards import ImageTextShards
 from mixreorg_edge.distill.targets import teacher_targets
 from mixreorg_edge.distill.train import DistillConfig, distill
 from mixreorg_edge.checkpoint import load_model_state, save_model
-from mixreorg_edge.runs import METRICS_FILE, MODEL_FILE, load_model
+from mixreorg_edge.runs import CONFIG_FILE, METRICS_FILE, MODEL_FILE, load_model
 from mixreorg_edge.training import TrainConfig
 
 runner = CliRunner()
@@ -41,7 +41,7 @@ def test_distill_cli_records_its_seed(tiny_world: Path, tiny_teacher_run: Path, 
                                  "--out", str(tmp_path / "student"), "--steps", "2", "--batch-size", "8",
                                  "--images", "16", "--seed", "5"])
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "student" / "config.json").read_text())["train"]["seed"] == 5
+    assert json.loads((tmp_path / "student" / CONFIG_FILE).read_text())["train"]["seed"] == 5
 
 
 def test_teacher_target_cache_is_reused_and_invalidated(tiny_world: Path, tiny_teacher_run: Path,
