@@ -111,7 +111,7 @@ def train_teacher_cmd(
 @app.command("eval")
 @_user_errors
 def eval_cmd(
-    model: Path = typer.Option(..., "--model", help="Run directory (or model.safetensors) of a teacher."),
+    model: Path = typer.Option(..., "--model", help="Teacher or student run directory (or its model.safetensors)."),
     data: Path = typer.Option(..., "--data", help="Segmentation folder (images/, masks/<label-set>/, classes.json)."),
     label_set: str = typer.Option("objects", "--label-set", help="objects | context (or any set in classes.json)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the scores as JSON here."),
