@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .head import VocabularyHead
 from .overlay import draw_overlay
@@ -17,14 +17,15 @@ from .zeroshot import predict_label_map
 
 
 def read_image(path: Path) -> Image.Image:
-    """Open an image file fully (JPEG/PNG/...), with a clear error for missing or unreadable files."""
+    """Open an image file fully (JPEG/PNG/...) as RGB, turned upright by its EXIF orientation (as phone photos are
+    shown), with a clear error for missing or unreadable files."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     try:
         with Image.open(path) as image:
             image.load()
-            return image.convert("RGB")
+            return ImageOps.exif_transpose(image).convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"cannot read image {path}: {error}") from None
 

@@ -1,0 +1,33 @@
+"""Reading the image `segment` is given."""
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mixreorg_edge.segment import read_image
+
+EXIF_ORIENTATION = 0x0112
+ROTATE_90_CW_TO_SHOW = 6  # the stored pixels must be turned 90 degrees clockwise to be shown upright
+
+
+def test_read_image_turns_a_photo_upright_by_its_exif_orientation(tmp_path: Path) -> None:
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:, :20] = (255, 0, 0)  # left half red, right half blue, as stored
+    stored[:, 20:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = ROTATE_90_CW_TO_SHOW
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(stored).save(path, exif=exif, quality=95)
+    image = read_image(path)
+    assert image.size == (20, 40) and image.mode == "RGB"
+    shown = np.asarray(image).astype(int)
+    assert shown[5, 10, 0] > 200 and shown[5, 10, 2] < 60  # the stored left edge is now the top
+    assert shown[35, 10, 2] > 200 and shown[35, 10, 0] < 60
+
+
+def test_read_image_keeps_an_image_without_orientation(tmp_path: Path) -> None:
+    path = tmp_path / "plain.png"
+    Image.new("RGBA", (31, 17), (10, 20, 30, 128)).save(path)
+    image = read_image(path)
+    assert image.size == (31, 17) and image.mode == "RGB"
