@@ -17,17 +17,26 @@ from .zeroshot import predict_label_map
 
 
 def read_image(path: Path) -> Image.Image:
-    """Open an image file fully (JPEG/PNG/...) as RGB, turned upright by its EXIF orientation (as phone photos are
-    shown), with a clear error for missing or unreadable files."""
+    """Open an image file fully (JPEG/PNG/...) as 8-bit RGB, turned upright by its EXIF orientation (as phone photos
+    are shown), with a clear error for missing or unreadable files."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     try:
         with Image.open(path) as image:
             image.load()
-            return ImageOps.exif_transpose(image).convert("RGB")
+            return _to_rgb8(ImageOps.exif_transpose(image))
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"cannot read image {path}: {error}") from None
+
+
+def _to_rgb8(image: Image.Image) -> Image.Image:
+    """RGB with 8 bits a channel. A 16-bit grayscale PNG is scaled down to 8 bits; Pillow's own conversion clips it
+    at 255, which turns almost every pixel white."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        scaled = np.clip(np.asarray(image, dtype=np.float32) / 257.0, 0, 255).round().astype(np.uint8)
+        image = Image.fromarray(scaled)
+    return image.convert("RGB")
 
 
 def run_vocabulary(model_path: Path, classes: str | None, vocab: Path | None) -> tuple[Any, dict, Vocabulary]:

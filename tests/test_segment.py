@@ -31,3 +31,13 @@ def test_read_image_keeps_an_image_without_orientation(tmp_path: Path) -> None:
     Image.new("RGBA", (31, 17), (10, 20, 30, 128)).save(path)
     image = read_image(path)
     assert image.size == (31, 17) and image.mode == "RGB"
+
+
+def test_read_image_scales_a_16_bit_grayscale_png_instead_of_clipping_it(tmp_path: Path) -> None:
+    levels = np.array([[0, 128 * 257, 65535]], np.uint16).repeat(4, axis=0)
+    path = tmp_path / "deep.png"
+    Image.fromarray(levels).save(path)
+    assert Image.open(path).mode.startswith("I")  # Pillow reads it as 16-bit integers
+    shown = np.asarray(read_image(path))
+    assert shown.shape == (4, 3, 3)
+    assert shown[0, :, 0].tolist() == [0, 128, 255] and (shown[..., 0] == shown[..., 2]).all()
