@@ -149,6 +149,9 @@ def distill_cmd(
     temperature: Optional[float] = typer.Option(None, "--temperature"),
     backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights", help="Local timm backbone weights."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Training seed: initialisation and batch order (default: 0)."),
+    cache_dir: Optional[Path] = typer.Option(
+        None, "--cache-dir", help="Where the teacher's targets are cached (default: TEACHER/cache; ~1 GB per image set)."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
 ) -> None:
     """Distil a teacher into a mobile student (dense feature + logit distillation; no labels, no captions)."""
@@ -157,7 +160,7 @@ def distill_cmd(
     train_cfg = _override(default_train_config(), steps=steps, batch_size=batch_size, seed=seed)
     distill_cfg = _override(DistillConfig(), images=images, feature_weight=feature_weight, logit_weight=logit_weight,
                             temperature=temperature)
-    result = distill(teacher, student, data, out, train_cfg, distill_cfg, resume=resume,
+    result = distill(teacher, student, data, out, train_cfg, distill_cfg, resume=resume, cache_dir=cache_dir,
                      backbone_weights=backbone_weights)
     reused = "reused" if result.metrics["targets_reused"] else "computed"
     console.print(

@@ -44,6 +44,20 @@ def test_distill_cli_records_its_seed(tiny_world: Path, tiny_teacher_run: Path, 
     assert json.loads((tmp_path / "student" / CONFIG_FILE).read_text())["train"]["seed"] == 5
 
 
+def test_distill_cli_caches_targets_where_told(tiny_world: Path, tiny_teacher_run: Path, tmp_path: Path) -> None:
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_teacher_run, teacher)
+    args = ["distill", "--teacher", str(teacher), "--student", STUDENT, "--data", str(tiny_world), "--steps", "1",
+            "--batch-size", "8", "--images", "16", "--cache-dir", str(tmp_path / "targets")]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "student")])
+    assert result.exit_code == 0, result.output
+    assert "targets computed" in result.output
+    assert len(list((tmp_path / "targets").glob("targets-*.safetensors"))) == 1
+    assert not (teacher / "cache").exists()
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "again")])
+    assert result.exit_code == 0 and "targets reused" in result.output, result.output
+
+
 def test_teacher_target_cache_is_reused_and_invalidated(tiny_world: Path, tiny_teacher_run: Path,
                                                         tmp_path: Path) -> None:
     teacher, _ = load_model(tiny_teacher_run)
