@@ -37,7 +37,8 @@ def test_read_image_scales_a_16_bit_grayscale_png_instead_of_clipping_it(tmp_pat
     levels = np.array([[0, 128 * 257, 65535]], np.uint16).repeat(4, axis=0)
     path = tmp_path / "deep.png"
     Image.fromarray(levels).save(path)
-    assert Image.open(path).mode.startswith("I")  # Pillow reads it as 16-bit integers
+    with Image.open(path) as stored:
+        assert stored.mode.startswith("I")  # Pillow reads it as 16-bit integers
     shown = np.asarray(read_image(path))
     assert shown.shape == (4, 3, 3)
     assert shown[0, :, 0].tolist() == [0, 128, 255] and (shown[..., 0] == shown[..., 2]).all()
