@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -20,6 +19,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from mixreorg_edge.bench.host import host_info
 from mixreorg_edge.checkpoint import load_model_state
 from mixreorg_edge.data.segfolder import SegmentationFolder
 from mixreorg_edge.runs import MODEL_FILE, load_model
@@ -132,7 +132,7 @@ def main() -> None:
         Console().print(f"full - baseline read out per token: {margin:+.2f} mIoU")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
-    meta = {"host": platform.node(), "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
+    meta = {**host_info(), "cpu_threads": torch.get_num_threads(),
             "seconds": round(time.perf_counter() - started, 1), "steps": args.steps, "seed": args.seed,
             "reused_runs": sorted({row["run"] for row in rows if row["reused_run"]})}
     args.out.with_name(args.out.stem + "_meta.json").write_text(json.dumps(meta, indent=2) + "\n")

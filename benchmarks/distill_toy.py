@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
+from mixreorg_edge.bench.host import host_info
 from mixreorg_edge.bench.timing import count_gflops, count_parameters, measure_latencies
 from mixreorg_edge.distill.student import EmbeddingModel, SegmentationModel
 from mixreorg_edge.distill.train import DistillConfig, default_train_config, distill
@@ -187,7 +187,7 @@ def main() -> None:
         best = max(students, key=lambda row: row["miou_per_ms"])
         console.print(f"best mIoU per millisecond: {best['model']} ({best['miou_per_ms']:.3f})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"host": platform.node(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    meta = {**host_info(),
             "latency_graph": "eager, export.prepare_for_inference (BatchNorm folded, re-parameterised, channels-last)",
             "latency_protocol": "interleaved: 5 warm-up calls per graph, then latency_runs rounds of every graph once; "
                                 "median (latency_448_ms) and min per graph",

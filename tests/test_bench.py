@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 
+from mixreorg_edge.bench.host import cpu_model, host_info
 from mixreorg_edge.bench.timing import count_gflops, measure_latencies
 
 
@@ -42,3 +43,15 @@ def test_latencies_are_measured_interleaved() -> None:
     stats = measure_latencies({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=2, runs=3)
     assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3  # warm-up per callable, then round-robin
     assert set(stats) == {"a", "b"} and all(row["runs"] == 3 and row["warmup"] == 2 for row in stats.values())
+
+
+def test_cpu_model_is_read_from_cpuinfo(tmp_path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14 96-Core Processor\n")
+    assert cpu_model(cpuinfo) == "AMD EPYC 9R14 96-Core Processor"
+    assert cpu_model(tmp_path / "absent")  # elsewhere: what `platform` knows, never empty
+
+
+def test_host_info_records_the_threads_in_use() -> None:
+    info = host_info()
+    assert info["threads"] == torch.get_num_threads() and info["cpu"] and info["logical_cpus"] >= 1

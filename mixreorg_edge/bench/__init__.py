@@ -1,1 +1,1 @@
-"""Measurement helpers: latency, FLOPs, parameter counts."""
+"""Measurement helpers: latency, FLOPs, parameter counts, the host they ran on."""
