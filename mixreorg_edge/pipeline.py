@@ -8,8 +8,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 
+from .bench.host import cpu_model
 from .data.segfolder import SegmentationFolder
 from .runs import CONFIG_FILE, MODEL_FILE, load_model, load_text_model, write_json_atomic
 from .zeroshot import SlidingWindow, evaluate
@@ -138,6 +140,8 @@ def quickstart(
         "student_distill_steps": distill_steps,
         "student_miou": student_scores["miou"],
         "student_eval_objects": str(out / "student_eval_objects.json"),
+        "cpu": cpu_model(),  # what `seconds` was measured on
+        "threads": torch.get_num_threads(),
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_json_atomic(out / "summary.json", summary)

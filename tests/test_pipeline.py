@@ -17,7 +17,7 @@ def test_quickstart_writes_a_summary_of_every_artifact(from_scratch: bool, tmp_p
                          train_images=128, val_images=6, distill_steps=2)
     on_disk = json.loads((out / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(on_disk) and on_disk == json.loads(json.dumps(summary))
-    assert on_disk["student_distill_steps"] == 2
+    assert on_disk["student_distill_steps"] == 2 and on_disk["threads"] >= 1 and on_disk["cpu"]
     for key in ("teacher_run", "val_dir", "student_run", "teacher_eval_objects", "student_eval_objects"):
         assert Path(on_disk[key]).exists(), key
     assert 0.0 <= on_disk["teacher_miou"] <= 100.0 and 0.0 <= on_disk["student_miou"] <= 100.0
