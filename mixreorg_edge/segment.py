@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .data.transforms import to_rgb8
 from .head import VocabularyHead
 from .overlay import draw_overlay
 from .pipeline import protocol_of
@@ -25,18 +26,9 @@ def read_image(path: Path) -> Image.Image:
     try:
         with Image.open(path) as image:
             image.load()
-            return _to_rgb8(ImageOps.exif_transpose(image))
+            return to_rgb8(ImageOps.exif_transpose(image))
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"cannot read image {path}: {error}") from None
-
-
-def _to_rgb8(image: Image.Image) -> Image.Image:
-    """RGB with 8 bits a channel. A 16-bit grayscale PNG is scaled down to 8 bits; Pillow's own conversion clips it
-    at 255, which turns almost every pixel white."""
-    if image.mode.startswith("I;16") or image.mode == "I":
-        scaled = np.clip(np.asarray(image, dtype=np.float32) / 257.0, 0, 255).round().astype(np.uint8)
-        image = Image.fromarray(scaled)
-    return image.convert("RGB")
 
 
 def run_vocabulary(model_path: Path, classes: str | None, vocab: Path | None) -> tuple[Any, dict, Vocabulary]:

@@ -4,6 +4,7 @@ import io
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import webdataset as wds
@@ -88,6 +89,13 @@ def test_decode_image_resizes_and_rejects_corrupt_bytes() -> None:
     for bad in (truncated, b"not an image"):
         with pytest.raises(CorruptImageError):
             decode_image(bad, SIZE)
+
+
+def test_decode_image_scales_a_16_bit_grayscale_png() -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((40, 40), 128 * 257, np.uint16)).save(buffer, format="PNG")
+    image = decode_image(buffer.getvalue(), SIZE)
+    assert (image == 128).all()  # scaled to 8 bits, not clipped white
 
 
 def test_batch_is_pure_function_of_seed_and_step(data: Path) -> None:

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .transforms import to_rgb8
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MASK_MODES = ("L", "P")
 
@@ -81,7 +83,7 @@ class SegmentationFolder:
         """Return the RGB image, its (H, W) uint8 mask and its key."""
         key = self._keys[i]
         with Image.open(self._images[key]) as img:
-            image = img.convert("RGB")
+            image = to_rgb8(img)
         with Image.open(self._masks_dir / f"{key}.png") as m:
             if m.mode not in MASK_MODES:
                 raise ValueError(f"mask of {key!r} has mode {m.mode}; expected one of {MASK_MODES}")

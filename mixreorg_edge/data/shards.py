@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .transforms import to_rgb8
+
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png")
 CAPTION_EXTENSION = "txt"
 # WebDataset convention: the key is everything up to the first dot of the base name.
@@ -142,7 +144,7 @@ def decode_image(data: bytes, size: int) -> torch.Tensor:
         with Image.open(io.BytesIO(data)) as img:
             img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale that still covers `size`
             img.load()
-            rgb = img.convert("RGB")
+            rgb = to_rgb8(img)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise CorruptImageError(f"cannot decode image ({len(data)} bytes): {err}") from err
     return torch.from_numpy(np.array(_resize_center_crop(rgb, size))).permute(2, 0, 1).contiguous()
