@@ -119,17 +119,51 @@ def eval_cmd(
     short_side: Optional[int] = typer.Option(None, "--short-side", help="Resize the short side to this (default: the model's)."),
     window: Optional[int] = typer.Option(None, "--window", help="Sliding-window size in pixels (default: the model's)."),
     stride: Optional[int] = typer.Option(None, "--stride", help="Sliding-window stride in pixels (default: the model's)."),
+    background_bias: Optional[float] = typer.Option(
+        None, "--background-bias", help="Background log-prior (default: the run's calibration for this label set, else 0)."
+    ),
+    calibration: Optional[Path] = typer.Option(
+        None, "--calibration", help="Calibration file from `calibrate` (default: MODEL/calibration.json if present)."
+    ),
 ) -> None:
     """Zero-shot segmentation mIoU with GroupViT's protocol (the one recorded with the model unless overridden)."""
     from .pipeline import evaluate_run
 
     scores = evaluate_run(model, data, label_set, templates=templates, show_progress=True,
-                          short_side=short_side, window=window, stride=stride)
+                          short_side=short_side, window=window, stride=stride, background_bias=background_bias,
+                          calibration=calibration)
     _print_scores(scores)
+    if scores["background_words"]:
+        source = scores["calibration"]
+        how = ("given" if source.get("override") else f"calibrated on {source['tune_data']}") if source else (
+            "uncalibrated: run `mixreorg-edge calibrate` on a labelled split other than this one")
+        console.print(f"background bias {scores['background_bias']:g} ({how})")
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(scores, indent=2) + "\n")
         console.print(f"scores written to [bold]{json_out}[/]")
+
+
+@app.command("calibrate")
+@_user_errors
+def calibrate_cmd(
+    model: Path = typer.Option(..., "--model", help="Teacher or student run directory (or its model.safetensors)."),
+    data: Path = typer.Option(
+        ..., "--data", help="A labelled tuning split, not the one scores are reported on (e.g. synth --train 0 --seed 1)."
+    ),
+    label_set: str = typer.Option("objects", "--label-set", help="A label set with a background class and words."),
+    templates: Optional[str] = typer.Option(None, "--templates", help="simple | ensemble (default: the model's)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Calibration file (default: MODEL/calibration.json)."),
+) -> None:
+    """Tune the background bias (a log-prior on the background class) on a labelled split and record it with the model."""
+    from .pipeline import calibrate_run
+
+    entry = calibrate_run(model, data, label_set, templates=templates, out=out, show_progress=True)
+    console.print(
+        f"{label_set}: background bias [bold]{entry['background_bias']:g}[/], tuning-split mIoU "
+        f"{entry['tune_miou']:.2f} (uncalibrated {entry['uncalibrated_tune_miou']:.2f}, {entry['num_images']} images) "
+        f"-> [bold]{entry['file']}[/]"
+    )
 
 
 @app.command("distill")
@@ -179,9 +213,17 @@ def vocab_build(
     teacher: Path = typer.Option(..., "--teacher", help="Teacher run directory."),
     classes: str = typer.Option(..., "--classes", help='Built-in (voc, context, coco_object, ade20k, ...), a file, or "a,b,c".'),
     templates: str = typer.Option("ensemble", "--templates", help="simple | ensemble"),
+    background_bias: Optional[float] = typer.Option(
+        None, "--background-bias",
+        help="Background log-prior baked into the head (default: the teacher's calibration for these classes, else 0; "
+             "a student calibrated with `calibrate` has its own).",
+    ),
     out: Path = typer.Option(..., "--out", help="Vocabulary file (.safetensors)."),
 ) -> None:
     """Embed class names with a teacher's text encoder and save them as a vocabulary file."""
+    from dataclasses import replace
+
+    from .calibration import run_background_bias
     from .runs import load_model
     from .vocab import save_vocabulary, vocabulary_for
 
@@ -189,10 +231,13 @@ def vocab_build(
     if config.get("kind") != "teacher":
         raise ValueError(f"{teacher} is a {config.get('kind')} run; vocabularies are built by a teacher")
     vocabulary = vocabulary_for(model, classes, templates)
+    if background_bias is None and vocabulary.background_words:
+        background_bias = run_background_bias(teacher, vocabulary.label_set, vocabulary.background_words)
+    vocabulary = replace(vocabulary, background_bias=background_bias or 0.0)
     save_vocabulary(vocabulary, out)
     console.print(
-        f"{len(vocabulary.label_set)} classes ({len(vocabulary.background_words)} background words), "
-        f"dimension {vocabulary.embed_dim}, teacher {vocabulary.teacher} -> [bold]{out}[/]"
+        f"{len(vocabulary.label_set)} classes ({len(vocabulary.background_words)} background words, background bias "
+        f"{vocabulary.background_bias:g}), dimension {vocabulary.embed_dim}, teacher {vocabulary.teacher} -> [bold]{out}[/]"
     )
 
 

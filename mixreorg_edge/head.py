@@ -12,7 +12,8 @@ from .vocab import Vocabulary
 
 
 class VocabularyHead(nn.Module):
-    """`logits` on (B, E, h, w) embeddings; `label_scores` or `labels` on (upsampled) logits; `forward` = logits +
+    """`logits` on (B, E, h, w) embeddings (the background words' logits include the vocabulary's calibrated
+    background bias); `label_scores` or `labels` on (upsampled) logits; `forward` = logits +
     label_scores.
 
     Background rule: with background words, the background class scores the total probability of its words
@@ -23,9 +24,12 @@ class VocabularyHead(nn.Module):
     def __init__(self, vocabulary: Vocabulary) -> None:
         super().__init__()
         weight = vocabulary.embeddings * vocabulary.logit_scale
-        self.classifier = nn.Conv2d(weight.shape[1], weight.shape[0], kernel_size=1, bias=False)
+        self.classifier = nn.Conv2d(weight.shape[1], weight.shape[0], kernel_size=1)
         self.classifier.weight.data.copy_(weight[:, :, None, None])
         self.num_foreground = len(vocabulary.foreground)
+        bias = torch.zeros(weight.shape[0])
+        bias[self.num_foreground :] = vocabulary.background_bias
+        self.classifier.bias.data.copy_(bias)
         self.num_background_words = len(vocabulary.background_words)
         self.background_index = vocabulary.background_index
         self.background_threshold = vocabulary.background_threshold

@@ -12,6 +12,7 @@ import torch
 from rich.console import Console
 
 from .bench.host import cpu_model
+from .calibration import calibrate_background_bias, calibrated_background_bias, calibration_file, write_calibration
 from .data.segfolder import SegmentationFolder
 from .runs import CONFIG_FILE, MODEL_FILE, load_model, load_text_model, write_json_atomic
 from .zeroshot import SlidingWindow, evaluate
@@ -50,15 +51,38 @@ def evaluate_run(
     short_side: int | None = None,
     window: int | None = None,
     stride: int | None = None,
+    background_bias: float | None = None,
+    calibration: Path | None = None,
 ) -> dict[str, Any]:
     """Load a run's model and evaluate it zero-shot on a segmentation folder, with the protocol recorded with the
-    model unless `short_side` / `window` / `stride` overrides are given."""
+    model unless `short_side` / `window` / `stride` overrides are given, and the background bias calibrated for this
+    label set (in `calibration`, default RUN/calibration.json; see calibration.py) unless `background_bias` is given."""
     dataset = SegmentationFolder(data, label_set)
     model, config = load_model(model_path)
     templates = templates or config["teacher"]["eval"]["templates"]
+    source: dict[str, Any] | None = {"override": True}
+    if background_bias is None:
+        background_bias, source = calibrated_background_bias(model_path, dataset, calibration)
     scores = evaluate(model, dataset, protocol_of(config, short_side, window, stride), templates=templates,
-                      show_progress=show_progress, text_model=load_text_model(model, config))
-    return {"model": str(model_path), **scores}
+                      show_progress=show_progress, text_model=load_text_model(model, config),
+                      background_bias=background_bias)
+    return {"model": str(model_path), **scores, "calibration": source}
+
+
+def calibrate_run(
+    model_path: Path, data: Path, label_set: str, templates: str | None = None, out: Path | None = None,
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """Calibrate a run's background bias for `label_set` on the labelled tuning split `data` (never the split its
+    scores are reported on) and record it in `out` (default RUN/calibration.json); returns the entry."""
+    dataset = SegmentationFolder(data, label_set)
+    model, config = load_model(model_path)
+    templates = templates or config["teacher"]["eval"]["templates"]
+    entry = calibrate_background_bias(model, dataset, protocol_of(config), templates,
+                                      load_text_model(model, config), show_progress=show_progress)
+    path = out or calibration_file(model_path)
+    write_calibration(path, entry)
+    return {**entry, "file": str(path)}
 
 
 def quickstart(
@@ -71,8 +95,9 @@ def quickstart(
     val_images: int = QUICKSTART_VAL_IMAGES,
     distill_steps: int = QUICKSTART_DISTILL_STEPS,
 ) -> dict[str, Any]:
-    """Synthetic world -> toy teacher (shipped, or trained with `from_scratch`) -> zero-shot eval -> MobileViT
-    student distilled from it -> eval -> summary.json with every artifact path and headline figure."""
+    """Synthetic world (+ a labelled tuning split) -> toy teacher (shipped, or trained with `from_scratch`) ->
+    background calibration on the tuning split -> zero-shot eval -> MobileViT student distilled from it ->
+    calibration -> eval -> summary.json with every artifact path and headline figure."""
     from .data.synth import write_synthetic_world
     from .distill.train import default_train_config, distill
     from .teacher.presets import get_preset
@@ -86,9 +111,11 @@ def quickstart(
         raise FileExistsError(f"{out} already holds a quickstart; choose another --out or remove it")
     started = time.perf_counter()
     data_dir, teacher_dir, student_dir = out / "data", out / "teacher", out / "student"
+    tune_dir = out / "tune" / "val"  # labelled, another seed: the background calibration is tuned here, not on val
     console.rule("1/4 synthetic caption world")
     write_synthetic_world(data_dir, train=train_images, val=val_images, seed=seed)
-    console.print(f"data: [bold]{data_dir}[/] ({time.perf_counter() - started:.0f} s)")
+    write_synthetic_world(tune_dir.parent, train=0, val=val_images, seed=seed + 1)
+    console.print(f"data: [bold]{data_dir}[/], tuning split [bold]{tune_dir}[/] ({time.perf_counter() - started:.0f} s)")
 
     console.rule("2/4 toy MixReorg teacher")
     if from_scratch:
@@ -104,7 +131,9 @@ def quickstart(
         teacher_source = "shipped checkpoint (see its config.json for the command that made it)"
     console.print(f"teacher: [bold]{teacher_dir}[/] ({teacher_source})")
 
-    evaluations = {}
+    teacher_calibration = calibrate_run(teacher_dir, tune_dir, "objects", show_progress=True)
+    console.print(f"teacher background bias: [bold]{teacher_calibration['background_bias']:g}[/] (tuned on {tune_dir})")
+    evaluations = {"uncalibrated": evaluate_run(teacher_dir, data_dir / "val", "objects", background_bias=0.0)}
     for label_set in ("objects", "context"):
         scores = evaluate_run(teacher_dir, data_dir / "val", label_set, show_progress=True)
         write_json_atomic(out / f"teacher_eval_{label_set}.json", scores)
@@ -116,6 +145,8 @@ def quickstart(
     student_train_cfg.seed, student_train_cfg.steps = seed, distill_steps
     distill(teacher_dir, QUICKSTART_STUDENT, data_dir / "train", student_dir, student_train_cfg)
     console.rule("4/4 student zero-shot evaluation")
+    student_calibration = calibrate_run(student_dir, tune_dir, "objects", show_progress=True)
+    student_uncalibrated = evaluate_run(student_dir, data_dir / "val", "objects", background_bias=0.0)
     student_scores = evaluate_run(student_dir, data_dir / "val", "objects", show_progress=True)
     write_json_atomic(out / "student_eval_objects.json", student_scores)
     console.print(
@@ -131,7 +162,10 @@ def quickstart(
         "teacher_source": teacher_source,
         "teacher_model": str(teacher_dir / MODEL_FILE),
         "teacher_config": str(teacher_dir / CONFIG_FILE),
+        "tune_dir": str(tune_dir),
         "teacher_miou": evaluations["objects"]["miou"],
+        "teacher_miou_uncalibrated": evaluations["uncalibrated"]["miou"],
+        "teacher_background_bias": teacher_calibration["background_bias"],
         "teacher_miou_context": evaluations["context"]["miou"],
         "teacher_eval_objects": str(out / "teacher_eval_objects.json"),
         "teacher_eval_context": str(out / "teacher_eval_context.json"),
@@ -139,6 +173,8 @@ def quickstart(
         "student_run": str(student_dir),
         "student_distill_steps": distill_steps,
         "student_miou": student_scores["miou"],
+        "student_miou_uncalibrated": student_uncalibrated["miou"],
+        "student_background_bias": student_calibration["background_bias"],
         "student_eval_objects": str(out / "student_eval_objects.json"),
         "cpu": cpu_model(),  # what `seconds` was measured on
         "threads": torch.get_num_threads(),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .calibration import run_background_bias
 from .data.transforms import to_rgb8
 from .head import VocabularyHead
 from .overlay import draw_overlay
@@ -32,7 +34,8 @@ def read_image(path: Path) -> Image.Image:
 
 
 def run_vocabulary(model_path: Path, classes: str | None, vocab: Path | None) -> tuple[Any, dict, Vocabulary]:
-    """Load a run's model and the vocabulary to segment with (built from `classes`, or read from `vocab`).
+    """Load a run's model and the vocabulary to segment with (built from `classes` with the run's calibrated
+    background bias for them, if any, or read from `vocab` as it is).
 
     A student has no text encoder: `classes` are embedded by the teacher it was distilled from."""
     if (classes is None) == (vocab is None):
@@ -44,6 +47,9 @@ def run_vocabulary(model_path: Path, classes: str | None, vocab: Path | None) ->
     else:
         text_model = load_text_model(model, config)
         vocabulary = vocabulary_for(text_model, classes, templates=config["teacher"]["eval"]["templates"])
+        if vocabulary.background_words:  # a label set this run was calibrated for keeps its background bias
+            vocabulary = replace(vocabulary, background_bias=run_background_bias(
+                model_path, vocabulary.label_set, vocabulary.background_words))
     return model, config, vocabulary
 
 

@@ -63,6 +63,13 @@ class Vocabulary:
     background_threshold: float = 0.0  # used only when there are no background words (GroupViT's rule)
     templates: str = "ensemble"
     teacher: str = ""  # teacher_fingerprint of the teacher whose text encoder embedded the names ("" = unknown)
+    # Added to every background word's logit: a log-prior on the background class, calibrated per model on a
+    # labelled split that is not the evaluation split (see calibration.py). Only meaningful with background words.
+    background_bias: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.background_bias and not self.background_words:
+            raise ValueError("a background bias needs background words (it is added to their logits)")
 
     @property
     def background_index(self) -> int | None:
@@ -144,6 +151,7 @@ def build_vocabulary(
     background_words: list[str] | None = None,
     templates: str = "ensemble",
     background_threshold: float = 0.0,
+    background_bias: float = 0.0,
 ) -> Vocabulary:
     """Vocabulary of `label_set` (plus background words) embedded by a teacher's text encoder."""
     if not label_set:
@@ -161,6 +169,7 @@ def build_vocabulary(
         background_threshold=background_threshold,
         templates=templates,
         teacher=teacher_fingerprint(model),
+        background_bias=background_bias,
     )
 
 
@@ -187,6 +196,7 @@ def save_vocabulary(vocabulary: Vocabulary, path: Path | str) -> None:
         "background_words": vocabulary.background_words,
         "logit_scale": vocabulary.logit_scale,
         "background_threshold": vocabulary.background_threshold,
+        "background_bias": vocabulary.background_bias,
         "templates": {"name": vocabulary.templates, "prompts": list(get_templates(vocabulary.templates))},
         "teacher": vocabulary.teacher,
         "embed_dim": vocabulary.embed_dim,
@@ -216,6 +226,7 @@ def load_vocabulary(
             background_threshold=float(info["background_threshold"]),
             templates=str(info["templates"]["name"]),
             teacher=str(info["teacher"]),
+            background_bias=float(info.get("background_bias", 0.0)),  # files written before calibration: none
         )
         recorded_dim = int(info["embed_dim"])
     except (KeyError, TypeError, json.JSONDecodeError) as err:

@@ -76,16 +76,21 @@ def sliding_window_logits(
 
 
 @torch.no_grad()
-def predict_label_map(
-    model: DenseModel, head: VocabularyHead, image: Image.Image, protocol: SlidingWindow
-) -> np.ndarray:
-    """PIL image of any size -> (H, W) label-set indices at the image's own resolution."""
+def image_logits(model: DenseModel, head: VocabularyHead, image: Image.Image, protocol: SlidingWindow) -> torch.Tensor:
+    """PIL image of any size -> (1, V, H, W) vocabulary logits at the image's own resolution."""
     device = next(head.parameters()).device
     resized = resize_short_side(image.convert("RGB"), protocol.short_side, protocol.max_long_side)
     pixels = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1)[None].to(device)
     logits = sliding_window_logits(model, head, normalize_uint8(pixels), protocol.window, protocol.stride)
-    logits = F.interpolate(logits, size=(image.height, image.width), mode="bilinear", align_corners=False)
-    return head.labels(logits)[0].cpu().numpy().astype(np.int64)
+    return F.interpolate(logits, size=(image.height, image.width), mode="bilinear", align_corners=False)
+
+
+@torch.no_grad()
+def predict_label_map(
+    model: DenseModel, head: VocabularyHead, image: Image.Image, protocol: SlidingWindow
+) -> np.ndarray:
+    """PIL image of any size -> (H, W) label-set indices at the image's own resolution."""
+    return head.labels(image_logits(model, head, image, protocol))[0].cpu().numpy().astype(np.int64)
 
 
 def evaluate(
@@ -96,12 +101,15 @@ def evaluate(
     background_threshold: float = 0.0,
     show_progress: bool = False,
     text_model: torch.nn.Module | None = None,
+    background_bias: float = 0.0,
 ) -> dict:
     """Zero-shot mIoU of `model` on a segmentation folder, accumulated over the whole dataset. Class names are
-    embedded by `text_model` (default: `model` itself; a student passes its teacher)."""
+    embedded by `text_model` (default: `model` itself; a student passes its teacher); `background_bias` is the
+    model's calibrated background log-prior (see calibration.py; 0 = uncalibrated)."""
     model.eval()
     vocabulary: Vocabulary = build_vocabulary(
-        text_model or model, dataset.classes, dataset.background_words, templates, background_threshold
+        text_model or model, dataset.classes, dataset.background_words, templates, background_threshold,
+        background_bias,
     )
     head = VocabularyHead(vocabulary).to(next(model.parameters()).device)
     metric = SegmentationMetric(len(dataset.classes))
@@ -120,5 +128,6 @@ def evaluate(
         "per_class_iou": dict(zip(dataset.classes, scores["per_class_iou"])),
         "templates": templates,
         "background_words": dataset.background_words,
+        "background_bias": background_bias,
         "protocol": {"short_side": protocol.short_side, "window": protocol.window, "stride": protocol.stride},
     }

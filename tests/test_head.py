@@ -33,3 +33,23 @@ def test_labels_are_the_argmax_of_the_label_scores(kind: str, integer_logits: bo
     assert torch.equal(labels, head.label_scores(logits).argmax(dim=1))
     if kind in ("background words", "threshold"):  # the rule is exercised: both background and foreground pixels
         assert (labels == head.background_index).any() and (labels != head.background_index).any()
+
+
+def test_background_bias_is_a_log_prior_on_the_background_class() -> None:
+    label_set, background_words, _ = KINDS["background words"]
+    embeddings = F.normalize(torch.randn(5, 8, generator=torch.Generator().manual_seed(1)), dim=-1)
+    dense = F.normalize(torch.randn(2, 8, 9, 11, generator=torch.Generator().manual_seed(2)), dim=1)
+
+    def labels(bias: float) -> torch.Tensor:
+        head = VocabularyHead(Vocabulary(label_set, background_words, embeddings, 10.0, background_bias=bias))
+        return head.labels(head.logits(dense))
+
+    plain_head = VocabularyHead(Vocabulary(label_set, background_words, embeddings, 10.0))
+    logits = plain_head.logits(dense)
+    best, best_index = logits[:, :3].max(dim=1)
+    for bias in (-1.0, 0.5, 2.0):  # background wins where its words' total probability times e^bias beats the best
+        expected = torch.where(logits[:, 3:].logsumexp(dim=1) + bias > best, 0, best_index + 1)
+        assert torch.equal(labels(bias), expected)
+    background = [(labels(bias) == 0).float().mean().item() for bias in (-50.0, -1.0, 0.0, 1.0, 50.0)]
+    assert background == sorted(background) and background[0] == 0.0 and background[-1] == 1.0
+    assert 0.0 < background[2] < 1.0

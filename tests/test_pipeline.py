@@ -21,6 +21,16 @@ def test_quickstart_writes_a_summary_of_every_artifact(from_scratch: bool, tmp_p
     for key in ("teacher_run", "val_dir", "student_run", "teacher_eval_objects", "student_eval_objects"):
         assert Path(on_disk[key]).exists(), key
     assert 0.0 <= on_disk["teacher_miou"] <= 100.0 and 0.0 <= on_disk["student_miou"] <= 100.0
+    # calibrated on the tuning split (another seed), evaluated on val with that bias
+    assert Path(on_disk["tune_dir"]).is_dir() and Path(on_disk["tune_dir"]) != Path(on_disk["val_dir"])
+    for role in ("teacher", "student"):
+        calibration = json.loads((Path(on_disk[f"{role}_run"]) / "calibration.json").read_text())["objects"]
+        assert calibration["tune_data"] == str(Path(on_disk["tune_dir"]).resolve())
+        assert calibration["background_bias"] == on_disk[f"{role}_background_bias"]
+        scores = json.loads(Path(on_disk[f"{role}_eval_objects"]).read_text())
+        assert scores["background_bias"] == on_disk[f"{role}_background_bias"]
+        assert scores["calibration"]["tune_data"] == calibration["tune_data"]
+        assert 0.0 <= on_disk[f"{role}_miou_uncalibrated"] <= 100.0
     with pytest.raises(FileExistsError):
         quickstart(out, train_images=128, val_images=6, distill_steps=2)
 
@@ -36,3 +46,6 @@ def test_shipped_teacher_records_how_it_was_made() -> None:
     assert links >= 1
     toy_eval = get_preset("toy")[0].to_dict()["eval"]
     assert config["teacher"]["eval"] == provenance["teacher"]["eval"] == toy_eval
+    calibration = json.loads((shipped_teacher() / "calibration.json").read_text())["objects"]
+    assert calibration["num_images"] == 500 and calibration["protocol"] == {k: toy_eval[k] for k in calibration["protocol"]}
+    assert calibration["tune_miou"] >= calibration["uncalibrated_tune_miou"]

@@ -1,6 +1,7 @@
 import functools
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -93,13 +94,16 @@ def test_segmentation_model_exports(family: str, vocabulary: Vocabulary) -> None
     assert torch.equal(exported, eager)
 
 
-def test_baked_head_equals_explicit_product(vocabulary: Vocabulary) -> None:
+@pytest.mark.parametrize("background_bias", [0.0, 1.5])
+def test_baked_head_equals_explicit_product(vocabulary: Vocabulary, background_bias: float) -> None:
+    vocabulary = replace(vocabulary, background_bias=background_bias)
     dense_model = student("mobilevit")
     x = torch.randn(1, 3, SIZE, SIZE)
     with torch.no_grad():
         scores = SegmentationModel(dense_model, vocabulary, output="scores").eval()(x)
         dense = F.interpolate(dense_model.encode_dense(x), size=(SIZE, SIZE), mode="bilinear", align_corners=False)
     logits = vocabulary.logit_scale * torch.einsum("ve,behw->bvhw", vocabulary.embeddings, dense)
+    logits[:, 2:] += background_bias  # the background words' rows
     probs = logits.softmax(dim=1)  # rows: car, tree, sky, grass
     expected = torch.stack([probs[:, 2] + probs[:, 3], probs[:, 0], probs[:, 1]], dim=1)  # background, car, tree
     assert scores.shape == (1, 3, SIZE, SIZE)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from conftest import tiny_teacher_config
 from mixreorg_edge.checkpoint import save_model
@@ -74,9 +75,24 @@ def test_save_load_round_trip(teacher: MixReorgTeacher, tmp_path: Path) -> None:
     assert loaded.background_index == 0 and loaded.background_words == list(STUFF)
 
 
-def test_saved_metadata_records_templates_and_teacher(teacher: MixReorgTeacher, tmp_path: Path) -> None:
-    from safetensors import safe_open
+def test_background_bias_round_trip_and_older_files(teacher: MixReorgTeacher, tmp_path: Path) -> None:
+    path = tmp_path / "vocab.safetensors"
+    save_vocabulary(replace(vocabulary_for(teacher, "synthetic-objects"), background_bias=6.5), path)
+    assert load_vocabulary(path).background_bias == 6.5
+    with safe_open(str(path), framework="pt") as f:  # a file written before calibration existed: no such key
+        metadata = f.metadata()
+    info = json.loads(metadata["vocabulary"])
+    del info["background_bias"]
+    save_file(load_file(str(path)), str(path), {**metadata, "vocabulary": json.dumps(info)})
+    assert load_vocabulary(path).background_bias == 0.0
 
+
+def test_background_bias_needs_background_words(teacher: MixReorgTeacher) -> None:
+    with pytest.raises(ValueError, match="a background bias needs background words"):
+        build_vocabulary(teacher, ["background", "cat"], [], background_bias=1.0)
+
+
+def test_saved_metadata_records_templates_and_teacher(teacher: MixReorgTeacher, tmp_path: Path) -> None:
     path = tmp_path / "voc.safetensors"
     save_vocabulary(vocabulary_for(teacher, "a,b", templates="simple"), path)
     with safe_open(str(path), framework="pt") as f:

@@ -1,0 +1,137 @@
+"""Background calibration: the log-prior on the background class (`Vocabulary.background_bias`) that gives the best
+mIoU on a labelled *tuning* split, recorded with the model in RUN/calibration.json.
+
+GroupViT tunes its background threshold per dataset; here the equivalent is one number per model and label set,
+tuned on a split the reported scores never come from (`evaluate_run` refuses to use a calibration on the split it
+was tuned on). Training never sees it: it only moves the boundary between the background words and the classes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import Progress
+
+from .data.segfolder import SegmentationFolder
+from .head import VocabularyHead
+from .metrics import SegmentationMetric
+from .runs import write_json_atomic
+from .vocab import build_vocabulary
+from .zeroshot import SlidingWindow, image_logits
+
+CALIBRATION_FILE = "calibration.json"
+BIAS_GRID: tuple[float, ...] = tuple(-10.0 + 0.5 * step for step in range(51))  # -10 .. 15 logits, 0 included
+
+
+def calibrate_background_bias(
+    model: torch.nn.Module,
+    dataset: SegmentationFolder,
+    protocol: SlidingWindow,
+    templates: str = "ensemble",
+    text_model: torch.nn.Module | None = None,
+    grid: tuple[float, ...] = BIAS_GRID,
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """Sweep the background bias over `grid` on a labelled tuning split (one forward pass per image) and return the
+    calibration entry: the bias with the best mIoU (ties: the smallest magnitude), that mIoU, the mIoU at bias 0,
+    the whole curve, and what it was tuned on."""
+    if not dataset.background_words:
+        raise ValueError(f"label set {dataset.label_set!r} has no background words: there is no background to calibrate")
+    if 0.0 not in grid:
+        raise ValueError("the bias grid must contain 0 (the uncalibrated rule)")
+    model.eval()
+    vocabulary = build_vocabulary(text_model or model, dataset.classes, dataset.background_words, templates)
+    head = VocabularyHead(vocabulary).to(next(model.parameters()).device)
+    background_rows = torch.zeros(head.classifier.out_channels, 1, 1)
+    background_rows[head.num_foreground :] = 1.0
+    metrics = {bias: SegmentationMetric(len(dataset.classes)) for bias in grid}
+    with Progress(disable=not show_progress, transient=True) as progress:
+        for index in progress.track(range(len(dataset)), description=f"calibrate {dataset.label_set}"):
+            image, mask, _ = dataset[index]
+            logits = image_logits(model, head, image, protocol).cpu()
+            target = torch.from_numpy(mask.astype(np.int64))
+            for bias, metric in metrics.items():
+                metric.update(head.labels(logits + bias * background_rows)[0], target)
+    curve = [(bias, metric.compute()["miou"]) for bias, metric in metrics.items()]
+    best_bias, best_miou = max(curve, key=lambda point: (point[1], -abs(point[0])))
+    return {
+        "label_set": dataset.label_set,
+        "classes": dataset.classes,
+        "background_words": dataset.background_words,
+        "background_bias": best_bias,
+        "tune_miou": best_miou,
+        "uncalibrated_tune_miou": dict(curve)[0.0],
+        "tune_data": str(dataset.root.resolve()),
+        "num_images": len(dataset),
+        "templates": templates,
+        "protocol": {"short_side": protocol.short_side, "window": protocol.window, "stride": protocol.stride},
+        "curve": [[bias, miou] for bias, miou in curve],
+    }
+
+
+def read_calibrations(path: Path) -> dict[str, dict[str, Any]]:
+    """The entries of a calibration file by label set ({} when the file does not exist)."""
+    if not path.exists():
+        return {}
+    try:
+        entries = json.loads(path.read_text())
+        if not isinstance(entries, dict) or not all(isinstance(e, dict) for e in entries.values()):
+            raise ValueError("expected an object of label set -> calibration entry")
+    except (json.JSONDecodeError, ValueError) as err:
+        raise ValueError(f"{path}: not a calibration file ({err})") from err
+    return entries
+
+
+def write_calibration(path: Path, entry: dict[str, Any]) -> None:
+    """Add (or replace) the entry for `entry['label_set']` in the calibration file at `path`, atomically."""
+    entries = read_calibrations(path)
+    entries[entry["label_set"]] = entry
+    write_json_atomic(path, entries)
+
+
+def matching_calibration(path: Path, classes: list[str], background_words: list[str]) -> dict[str, Any] | None:
+    """The entry of the calibration file at `path` tuned for exactly these classes and background words, if any."""
+    for entry in read_calibrations(path).values():
+        if entry.get("classes") == classes and entry.get("background_words") == background_words:
+            return entry
+    return None
+
+
+def calibration_file(run: Path) -> Path:
+    """Where a run's calibrations live: RUN/calibration.json (next to the weights when a file is given)."""
+    run = Path(run)
+    return (run.parent if run.suffix == ".safetensors" else run) / CALIBRATION_FILE
+
+
+def calibrated_background_bias(
+    run: Path, dataset: SegmentationFolder, calibration: Path | None = None
+) -> tuple[float, dict[str, Any] | None]:
+    """The background bias calibrated for `dataset`'s classes and background words in `calibration` (default: the
+    run's calibration file) and where it came from; (0.0, None) when there is none. A calibration tuned on
+    `dataset` itself is refused: scores on the tuning split are not evaluation scores."""
+    path = calibration or calibration_file(run)
+    if calibration is not None and not path.is_file():
+        raise FileNotFoundError(f"calibration file not found: {path}")
+    entry = matching_calibration(path, dataset.classes, dataset.background_words)
+    if entry is None:
+        if calibration is not None:
+            raise ValueError(f"{path} has no calibration for the classes of {dataset.root} ({dataset.label_set})")
+        return 0.0, None
+    if Path(entry["tune_data"]) == dataset.root.resolve():
+        raise ValueError(
+            f"{path} was tuned on {dataset.root}, the split being evaluated; calibrate on another labelled split "
+            "(e.g. `mixreorg-edge data synth --train 0 --seed 1`) or pass --background-bias"
+        )
+    source = {"file": str(path), "tune_data": entry["tune_data"], "tune_miou": entry["tune_miou"]}
+    return float(entry["background_bias"]), source
+
+
+def run_background_bias(run: Path, classes: list[str], background_words: list[str]) -> float:
+    """The bias a run was calibrated with for exactly these classes and background words (0.0 if none): what
+    `segment --classes` and `vocab build` apply, so a deployed vocabulary keeps the model's calibration."""
+    entry = matching_calibration(calibration_file(run), classes, background_words)
+    return 0.0 if entry is None else float(entry["background_bias"])
