@@ -5,8 +5,11 @@ vocabulary head + background rule + upsampling; and the network alone, image -> 
 matter for timing). A student run already distilled for the same number of steps is reused. Students are distilled
 (`--jobs` at once) and evaluated first; then every model's graphs are timed interleaved (round-robin, one call of
 each per round), so a slow phase of this noisy host slows every model alike and the speedups stay comparable.
+With `--tune-data`, every model's background bias is calibrated on that labelled split first (`objects_miou` is
+then the calibrated score, `objects_miou_uncalibrated` the one at bias 0).
 
-    python benchmarks/distill_toy.py --teacher runs/quickstart/teacher --data runs/quickstart/data
+    python benchmarks/distill_toy.py --teacher runs/quickstart/teacher --data runs/quickstart/data \
+        --tune-data runs/quickstart/tune/val
 
 Writes benchmarks/results/distill_toy.json.
 """
@@ -31,7 +34,8 @@ from mixreorg_edge.bench.timing import count_gflops, count_parameters, measure_l
 from mixreorg_edge.distill.student import EmbeddingModel, SegmentationModel
 from mixreorg_edge.distill.train import DistillConfig, default_train_config, distill
 from mixreorg_edge.export.prepare import prepare_for_inference
-from mixreorg_edge.pipeline import evaluate_run
+from mixreorg_edge.calibration import CALIBRATION_FILE
+from mixreorg_edge.pipeline import calibrate_run, evaluate_run
 from mixreorg_edge.checkpoint import load_model_state
 from mixreorg_edge.runs import CONFIG_FILE, METRICS_FILE, MODEL_FILE, load_model
 from mixreorg_edge.teacher.model import MixReorgTeacher
@@ -94,8 +98,20 @@ def time_interleaved(graphs: dict[str, tuple[torch.nn.Module, torch.nn.Module]],
     }
 
 
+def evaluate_objects(run: Path, val: Path, tune: Path | None, calibration: Path) -> dict:
+    """`objects` mIoU of a run on `val` without calibration (background bias 0) and, given a labelled tuning split,
+    at the background bias calibrated on it (recorded in `calibration`); `objects_miou` is the calibrated one then."""
+    uncalibrated = round(evaluate_run(run, val, "objects", background_bias=0.0)["miou"], 2)
+    if tune is None:
+        return {"objects_miou": uncalibrated, "objects_miou_uncalibrated": uncalibrated, "background_bias": 0.0}
+    bias = calibrate_run(run, tune, "objects", out=calibration)["background_bias"]
+    miou = evaluate_run(run, val, "objects", calibration=calibration)["miou"]
+    return {"objects_miou": round(miou, 2), "objects_miou_uncalibrated": uncalibrated, "background_bias": bias}
+
+
 def distil_and_evaluate(
-    student: str, teacher: Path, teacher_text: str, data: Path, runs: Path, steps: int, threads: int
+    student: str, teacher: Path, teacher_text: str, data: Path, runs: Path, steps: int, threads: int,
+    tune: Path | None = None,
 ) -> dict:
     """Distil `student` from `teacher` (text fingerprint `teacher_text`), or reuse a finished run of it, and evaluate
     it: its result row, no cost yet."""
@@ -113,10 +129,10 @@ def distil_and_evaluate(
             shutil.rmtree(run)
         seconds = distill(teacher, student, data / "train", run, train_cfg, show_progress=False).seconds
         distill_threads, reused = threads, False
-    miou = evaluate_run(run, data / "val", "objects")["miou"]
+    objects = evaluate_objects(run, data / "val", tune, run / CALIBRATION_FILE)
     context = evaluate_run(run, data / "val", "context")["miou"]
-    Console().print(f"{student}: objects mIoU {miou:.2f}, distilled in {seconds:.0f} s")
-    return {"model": student, "run": str(run), "objects_miou": round(miou, 2), "context_miou": round(context, 2),
+    Console().print(f"{student}: objects mIoU {objects['objects_miou']:.2f}, distilled in {seconds:.0f} s")
+    return {"model": student, "run": str(run), **objects, "context_miou": round(context, 2),
             "distill_seconds": round(seconds, 1), "distill_steps": steps, "distill_threads": distill_threads,
             "reused_run": reused}
 
@@ -134,18 +150,24 @@ def main() -> None:
     parser.add_argument("--latency-runs", type=int, default=40, help="timed rounds (every graph once per round)")
     parser.add_argument("--latency-threads", type=int, default=None,
                         help="threads for the timing (default: all of torch's; 1 = the single-core figure mobile papers quote)")
+    parser.add_argument("--tune-data", type=Path, default=None,
+                        help="labelled tuning split (e.g. `data synth --train 0 --seed 1`): every model's background "
+                             "bias is calibrated on it; without it every model is scored uncalibrated (bias 0)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     console = Console(width=200)
 
-    teacher_miou = evaluate_run(args.teacher, args.data / "val", "objects")["miou"]
+    args.runs.mkdir(parents=True, exist_ok=True)
+    teacher_objects = evaluate_objects(args.teacher, args.data / "val", args.tune_data,
+                                       args.runs / "teacher_calibration.json")  # the teacher's own run stays as is
+    teacher_miou = teacher_objects["objects_miou"]
     teacher_context = evaluate_run(args.teacher, args.data / "val", "context")["miou"]
     teacher, _ = load_model(args.teacher)
     teacher_text = teacher_fingerprint(teacher)
     threads = max(1, torch.get_num_threads() // args.jobs)
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(distil_and_evaluate, student, args.teacher, teacher_text, args.data, args.runs,
-                               args.steps, threads) for student in args.students]
+                               args.steps, threads, args.tune_data) for student in args.students]
         students = [future.result() for future in futures]
 
     # Costs last, with nothing else running: every graph is prepared first, then all are timed interleaved.
@@ -161,7 +183,7 @@ def main() -> None:
     for name, latency in time_interleaved(graphs, args.latency_runs).items():
         costs[name].update(latency)
     reference = {"model": "teacher-vit-s", "objects_miou": None, **costs["teacher-vit-s"]}
-    rows = [reference, {"model": "teacher-toy", "objects_miou": round(teacher_miou, 2),
+    rows = [reference, {"model": "teacher-toy", **teacher_objects,
                         "context_miou": round(teacher_context, 2), **costs["teacher-toy"]}]
     for row in students:
         row.update(costs[row["model"]])
@@ -176,7 +198,7 @@ def main() -> None:
     table = Table(title=f"students distilled for {args.steps} steps; latency at {SIZE}x{SIZE}, eager CPU, "
                         f"{torch.get_num_threads()} threads, interleaved")
     columns = ("model", "params_m", "gflops_448", "latency_448_ms", "latency_448_min_ms", "network_latency_448_ms",
-               "objects_miou", "retention", "context_miou", "retention_context", "speedup", "speedup_min",
+               "objects_miou", "objects_miou_uncalibrated", "background_bias", "retention", "context_miou", "retention_context", "speedup", "speedup_min",
                "speedup_network")
     for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right")
@@ -192,7 +214,8 @@ def main() -> None:
             "latency_protocol": "interleaved: 5 warm-up calls per graph, then latency_runs rounds of every graph once; "
                                 "median (latency_448_ms) and min per graph",
             "steps": args.steps, "distill": asdict(DistillConfig()), "jobs": args.jobs, "teacher": str(args.teacher),
-            "teacher_objects_miou": round(teacher_miou, 2), "teacher_context_miou": round(teacher_context, 2)}
+            "teacher_objects_miou": round(teacher_miou, 2), "teacher_context_miou": round(teacher_context, 2),
+            "tune_data": None if args.tune_data is None else str(args.tune_data)}
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     console.print(f"wrote {args.out}")
 
