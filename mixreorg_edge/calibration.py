@@ -24,6 +24,7 @@ from .vocab import build_vocabulary
 from .zeroshot import SlidingWindow, image_logits
 
 CALIBRATION_FILE = "calibration.json"
+ENTRY_KEYS = {"label_set", "classes", "background_words", "background_bias", "tune_data", "tune_miou"}
 BIAS_GRID: tuple[float, ...] = tuple(-10.0 + 0.5 * step for step in range(51))  # -10 .. 15 logits, 0 included
 
 
@@ -81,6 +82,10 @@ def read_calibrations(path: Path) -> dict[str, dict[str, Any]]:
         entries = json.loads(path.read_text())
         if not isinstance(entries, dict) or not all(isinstance(e, dict) for e in entries.values()):
             raise ValueError("expected an object of label set -> calibration entry")
+        for label_set, entry in entries.items():
+            missing = sorted(ENTRY_KEYS - set(entry))
+            if missing:
+                raise ValueError(f"the {label_set!r} entry lacks {', '.join(missing)}")
     except (json.JSONDecodeError, ValueError) as err:
         raise ValueError(f"{path}: not a calibration file ({err})") from err
     return entries

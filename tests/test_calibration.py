@@ -91,9 +91,12 @@ def test_bad_calibration_requests_are_clear_errors(run: Path, tune_split: Path, 
     result = runner.invoke(app, [*base, "--calibration", str(tmp_path / "missing.json")])
     assert result.exit_code == 2 and _said(result, "calibration file not found")
     other = tmp_path / "other.json"
-    other.write_text(json.dumps({"objects": {"classes": ["background", "x"], "background_words": ["y"]}}))
+    write_calibration(other, {**calibrate_run(run, tune_split, "objects"), "classes": ["background", "x"]})
     result = runner.invoke(app, [*base, "--calibration", str(other)])
     assert result.exit_code == 2 and _said(result, "has no calibration for the classes")
+    other.write_text(json.dumps({"objects": {"classes": ["background", "x"], "background_words": ["y"]}}))
+    result = runner.invoke(app, [*base, "--calibration", str(other)])
+    assert result.exit_code == 2 and _said(result, "the 'objects' entry lacks background_bias, label_set")
     other.write_text("[1, 2]")
     result = runner.invoke(app, [*base, "--calibration", str(other)])
     assert result.exit_code == 2 and _said(result, "not a calibration file")
