@@ -1,9 +1,11 @@
 """Ablation of MixReorg's components on the toy preset: every variant trains with the same seed, data and step
 budget, then is evaluated zero-shot on the synthetic validation split (objects and context).
 
-    python benchmarks/ablation_toy.py --data runs/quickstart/data --steps 600 --jobs 2
+    python benchmarks/ablation_toy.py --data runs/quickstart/data --tune-data runs/quickstart/tune/val --steps 600 --jobs 2
 
-Writes benchmarks/results/ablation_toy.json: a list of {"variant", "miou", "miou_context", ...} rows.
+With `--tune-data` (a labelled split other than val), every variant's background bias is calibrated there first and
+`miou` is the calibrated `objects` score (`miou_uncalibrated`: at bias 0). Writes
+benchmarks/results/ablation_toy.json: a list of {"variant", "miou", "miou_context", ...} rows.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mixreorg_edge.bench.host import host_info
+from mixreorg_edge.calibration import calibrate_background_bias
 from mixreorg_edge.checkpoint import load_model_state
 from mixreorg_edge.data.segfolder import SegmentationFolder
 from mixreorg_edge.runs import MODEL_FILE, load_model
@@ -31,12 +34,22 @@ from mixreorg_edge.zeroshot import SlidingWindow, evaluate
 RESULTS = Path(__file__).parent / "results" / "ablation_toy.json"
 
 
-def evaluate_with_readout(run: Path, data: Path, readout: str, protocol: SlidingWindow) -> tuple[float, float]:
-    """Objects and context mIoU of a run's teacher read out densely with `readout` ("group" or "token")."""
+def evaluate_with_readout(
+    run: Path, data: Path, readout: str, protocol: SlidingWindow, tune: Path | None = None
+) -> dict[str, float]:
+    """Objects (uncalibrated and, given a tuning split, at the background bias calibrated there) and context mIoU
+    of a run's teacher read out densely with `readout` ("group" or "token")."""
     model, _ = load_model(run)
     model.cfg.readout = readout
-    scores = [evaluate(model, SegmentationFolder(data / "val", name), protocol)["miou"] for name in ("objects", "context")]
-    return round(scores[0], 2), round(scores[1], 2)
+    objects = SegmentationFolder(data / "val", "objects")
+    bias = 0.0
+    if tune is not None:
+        bias = calibrate_background_bias(model, SegmentationFolder(tune, "objects"), protocol)["background_bias"]
+    uncalibrated = evaluate(model, objects, protocol)["miou"]
+    calibrated = evaluate(model, objects, protocol, background_bias=bias)["miou"] if bias else uncalibrated
+    context = evaluate(model, SegmentationFolder(data / "val", "context"), protocol)["miou"]
+    return {"miou": round(calibrated, 2), "miou_uncalibrated": round(uncalibrated, 2), "background_bias": bias,
+            "miou_context": round(context, 2)}
 
 
 def _finished(run: Path, teacher: dict, steps: int, seed: int) -> bool:
@@ -63,7 +76,9 @@ def _read_final_loss(run: Path) -> float:
     return round(_last_metrics(run)["loss"], 4)
 
 
-def run_variant(variant: str, data: Path, runs: Path, steps: int, seed: int, threads: int) -> list[dict]:
+def run_variant(
+    variant: str, data: Path, runs: Path, steps: int, seed: int, threads: int, tune: Path | None = None
+) -> list[dict]:
     """Train one variant and evaluate it; the baseline (GroupViT-like: no mixing, so no segmentation loss on the
     tokens) is read out with GroupViT's own group readout, and also with the token readout, which it trains only
     through the keyword loss. Returns its result rows."""
@@ -79,12 +94,11 @@ def run_variant(variant: str, data: Path, runs: Path, steps: int, seed: int, thr
     readouts = ["group", teacher_cfg.readout] if variant == "baseline" else [teacher_cfg.readout]
     rows = []
     for readout in dict.fromkeys(readouts):
-        objects, context = evaluate_with_readout(runs / variant, data, readout, protocol)
+        scores = evaluate_with_readout(runs / variant, data, readout, protocol, tune)
         name = variant if readout == readouts[0] else f"{variant} ({readout} readout)"
         rows.append({
             "variant": name,
-            "miou": objects,
-            "miou_context": context,
+            **scores,
             "readout": readout,
             "steps": steps,
             "train_seconds": _read_elapsed(run),
@@ -105,6 +119,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=[*LADDER, "full-context1"], choices=list(VARIANTS))
     parser.add_argument("--jobs", type=int, default=1, help="variants trained at once (threads split between them)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per job (default: cores / jobs)")
+    parser.add_argument("--tune-data", type=Path, default=None,
+                        help="labelled tuning split: calibrate every variant's background bias there (default: none)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -112,15 +128,18 @@ def main() -> None:
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
         futures = [
-            pool.submit(run_variant, v, args.data, args.runs, args.steps, args.seed, threads) for v in args.variants
+            pool.submit(run_variant, v, args.data, args.runs, args.steps, args.seed, threads, args.tune_data)
+            for v in args.variants
         ]
         rows = [row for future in futures for row in future.result()]
 
     table = Table(title=f"MixReorg ablation, toy preset, {args.steps} steps, seed {args.seed}")
-    for column in ("variant", "readout", "objects mIoU", "context mIoU", "steps", "train s", "final loss"):
+    for column in ("variant", "readout", "objects mIoU", "uncalibrated", "bias", "context mIoU", "steps", "train s",
+                   "final loss"):
         table.add_column(column, justify="left" if column == "variant" else "right")
     for row in rows:
-        table.add_row(row["variant"], row["readout"], f"{row['miou']:.2f}", f"{row['miou_context']:.2f}", str(row["steps"]),
+        table.add_row(row["variant"], row["readout"], f"{row['miou']:.2f}", f"{row['miou_uncalibrated']:.2f}",
+                      f"{row['background_bias']:g}", f"{row['miou_context']:.2f}", str(row["steps"]),
                       f"{row['train_seconds']:.0f}", f"{row['final_loss']:.3f}")
     Console().print(table)
     by_name = {row["variant"]: row for row in rows}
@@ -134,6 +153,7 @@ def main() -> None:
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
     meta = {**host_info(), "cpu_threads": torch.get_num_threads(),
             "seconds": round(time.perf_counter() - started, 1), "steps": args.steps, "seed": args.seed,
+            "tune_data": None if args.tune_data is None else str(args.tune_data),
             "reused_runs": sorted({row["run"] for row in rows if row["reused_run"]})}
     args.out.with_name(args.out.stem + "_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     Console().print(f"wrote {args.out}")
