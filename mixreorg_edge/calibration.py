@@ -9,6 +9,7 @@ was tuned on). Training never sees it: it only moves the boundary between the ba
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from .data.segfolder import SegmentationFolder
 from .head import VocabularyHead
 from .metrics import SegmentationMetric
 from .runs import write_json_atomic
-from .vocab import build_vocabulary
+from .vocab import Vocabulary, build_vocabulary
 from .zeroshot import SlidingWindow, image_logits
 
 CALIBRATION_FILE = "calibration.json"
@@ -135,8 +136,11 @@ def calibrated_background_bias(
     return float(entry["background_bias"]), source
 
 
-def run_background_bias(run: Path, classes: list[str], background_words: list[str]) -> float:
-    """The bias a run was calibrated with for exactly these classes and background words (0.0 if none): what
-    `segment --classes` and `vocab build` apply, so a deployed vocabulary keeps the model's calibration."""
-    entry = matching_calibration(calibration_file(run), classes, background_words)
-    return 0.0 if entry is None else float(entry["background_bias"])
+def with_run_calibration(run: Path, vocabulary: Vocabulary) -> Vocabulary:
+    """`vocabulary` with the background bias the run was calibrated with for exactly its classes and background words
+    (unchanged when there is none): what `segment --classes` and `vocab build` use, so a deployed vocabulary keeps
+    the model's calibration."""
+    if not vocabulary.background_words:
+        return vocabulary
+    entry = matching_calibration(calibration_file(run), vocabulary.label_set, vocabulary.background_words)
+    return vocabulary if entry is None else replace(vocabulary, background_bias=float(entry["background_bias"]))

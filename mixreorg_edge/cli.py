@@ -223,7 +223,7 @@ def vocab_build(
     """Embed class names with a teacher's text encoder and save them as a vocabulary file."""
     from dataclasses import replace
 
-    from .calibration import run_background_bias
+    from .calibration import with_run_calibration
     from .runs import load_model
     from .vocab import save_vocabulary, vocabulary_for
 
@@ -231,9 +231,10 @@ def vocab_build(
     if config.get("kind") != "teacher":
         raise ValueError(f"{teacher} is a {config.get('kind')} run; vocabularies are built by a teacher")
     vocabulary = vocabulary_for(model, classes, templates)
-    if background_bias is None and vocabulary.background_words:
-        background_bias = run_background_bias(teacher, vocabulary.label_set, vocabulary.background_words)
-    vocabulary = replace(vocabulary, background_bias=background_bias or 0.0)
+    if background_bias is None:
+        vocabulary = with_run_calibration(teacher, vocabulary)
+    else:
+        vocabulary = replace(vocabulary, background_bias=background_bias)
     save_vocabulary(vocabulary, out)
     console.print(
         f"{len(vocabulary.label_set)} classes ({len(vocabulary.background_words)} background words, background bias "

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .calibration import run_background_bias
+from .calibration import with_run_calibration
 from .data.transforms import to_rgb8
 from .head import VocabularyHead
 from .overlay import draw_overlay
@@ -47,9 +46,7 @@ def run_vocabulary(model_path: Path, classes: str | None, vocab: Path | None) ->
     else:
         text_model = load_text_model(model, config)
         vocabulary = vocabulary_for(text_model, classes, templates=config["teacher"]["eval"]["templates"])
-        if vocabulary.background_words:  # a label set this run was calibrated for keeps its background bias
-            vocabulary = replace(vocabulary, background_bias=run_background_bias(
-                model_path, vocabulary.label_set, vocabulary.background_words))
+        vocabulary = with_run_calibration(model_path, vocabulary)
     return model, config, vocabulary
 
 
