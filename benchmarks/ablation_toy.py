@@ -29,7 +29,7 @@ from mixreorg_edge.runs import MODEL_FILE, load_model
 from mixreorg_edge.teacher.ablation import LADDER, VARIANTS, apply_variant
 from mixreorg_edge.teacher.presets import get_preset
 from mixreorg_edge.teacher.train import train_teacher
-from mixreorg_edge.zeroshot import SlidingWindow, evaluate
+from mixreorg_edge.zeroshot import SlidingWindow, evaluate, evaluate_biases
 
 RESULTS = Path(__file__).parent / "results" / "ablation_toy.json"
 
@@ -45,8 +45,8 @@ def evaluate_with_readout(
     bias = 0.0
     if tune is not None:
         bias = calibrate_background_bias(model, SegmentationFolder(tune, "objects"), protocol)["background_bias"]
-    uncalibrated = evaluate(model, objects, protocol)["miou"]
-    calibrated = evaluate(model, objects, protocol, background_bias=bias)["miou"] if bias else uncalibrated
+    scores = evaluate_biases(model, objects, protocol, (bias, 0.0))  # one pass: calibrated and uncalibrated
+    calibrated, uncalibrated = scores[bias]["miou"], scores[0.0]["miou"]
     context = evaluate(model, SegmentationFolder(data / "val", "context"), protocol)["miou"]
     return {"miou": round(calibrated, 2), "miou_uncalibrated": round(uncalibrated, 2), "background_bias": bias,
             "miou_context": round(context, 2)}

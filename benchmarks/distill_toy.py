@@ -101,12 +101,13 @@ def time_interleaved(graphs: dict[str, tuple[torch.nn.Module, torch.nn.Module]],
 def evaluate_objects(run: Path, val: Path, tune: Path | None, calibration: Path) -> dict:
     """`objects` mIoU of a run on `val` without calibration (background bias 0) and, given a labelled tuning split,
     at the background bias calibrated on it (recorded in `calibration`); `objects_miou` is the calibrated one then."""
-    uncalibrated = round(evaluate_run(run, val, "objects", background_bias=0.0)["miou"], 2)
     if tune is None:
-        return {"objects_miou": uncalibrated, "objects_miou_uncalibrated": uncalibrated, "background_bias": 0.0}
-    bias = calibrate_run(run, tune, "objects", out=calibration)["background_bias"]
-    miou = evaluate_run(run, val, "objects", calibration=calibration)["miou"]
-    return {"objects_miou": round(miou, 2), "objects_miou_uncalibrated": uncalibrated, "background_bias": bias}
+        scores = evaluate_run(run, val, "objects", background_bias=0.0)
+    else:
+        calibrate_run(run, tune, "objects", out=calibration)
+        scores = evaluate_run(run, val, "objects", calibration=calibration)
+    return {"objects_miou": round(scores["miou"], 2), "objects_miou_uncalibrated": round(scores["miou_uncalibrated"], 2),
+            "background_bias": scores["background_bias"]}
 
 
 def distil_and_evaluate(

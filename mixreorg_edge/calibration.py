@@ -13,16 +13,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from rich.progress import Progress
 
 from .data.segfolder import SegmentationFolder
-from .head import VocabularyHead
-from .metrics import SegmentationMetric
 from .runs import write_json_atomic
-from .vocab import Vocabulary, build_vocabulary
-from .zeroshot import SlidingWindow, image_logits
+from .vocab import Vocabulary
+from .zeroshot import SlidingWindow, evaluate_biases
 
 CALIBRATION_FILE = "calibration.json"
 ENTRY_KEYS = {"label_set", "classes", "background_words", "background_bias", "tune_data", "tune_miou"}
@@ -45,20 +41,9 @@ def calibrate_background_bias(
         raise ValueError(f"label set {dataset.label_set!r} has no background words: there is no background to calibrate")
     if 0.0 not in grid:
         raise ValueError("the bias grid must contain 0 (the uncalibrated rule)")
-    model.eval()
-    vocabulary = build_vocabulary(text_model or model, dataset.classes, dataset.background_words, templates)
-    head = VocabularyHead(vocabulary).to(next(model.parameters()).device)
-    background_rows = torch.zeros(head.classifier.out_channels, 1, 1)
-    background_rows[head.num_foreground :] = 1.0
-    metrics = {bias: SegmentationMetric(len(dataset.classes)) for bias in grid}
-    with Progress(disable=not show_progress, transient=True) as progress:
-        for index in progress.track(range(len(dataset)), description=f"calibrate {dataset.label_set}"):
-            image, mask, _ = dataset[index]
-            logits = image_logits(model, head, image, protocol).cpu()
-            target = torch.from_numpy(mask.astype(np.int64))
-            for bias, metric in metrics.items():
-                metric.update(head.labels(logits + bias * background_rows)[0], target)
-    curve = [(bias, metric.compute()["miou"]) for bias, metric in metrics.items()]
+    scores = evaluate_biases(model, dataset, protocol, grid, templates, show_progress=show_progress,
+                             text_model=text_model, description="calibrate")
+    curve = [(bias, result["miou"]) for bias, result in scores.items()]
     best_bias, best_miou = max(curve, key=lambda point: (point[1], -abs(point[0])))
     return {
         "label_set": dataset.label_set,

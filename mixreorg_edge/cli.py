@@ -138,6 +138,8 @@ def eval_cmd(
         how = ("given" if source.get("override") else f"calibrated on {source['tune_data']}") if source else (
             "uncalibrated: run `mixreorg-edge calibrate` on a labelled split other than this one")
         console.print(f"background bias {scores['background_bias']:g} ({how})")
+        if scores["background_bias"]:
+            console.print(f"mIoU at background bias 0 (uncalibrated): {scores['miou_uncalibrated']:.2f}")
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(scores, indent=2) + "\n")

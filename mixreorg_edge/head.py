@@ -37,6 +37,17 @@ class VocabularyHead(nn.Module):
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         return self.classifier(embeddings)
 
+    def shift_background(self, logits: torch.Tensor, bias: float) -> torch.Tensor:
+        """(B, V, H, W) logits with `bias` more on every background word: what a vocabulary's background bias does
+        in the 1x1 convolution, applied to logits computed once (a bias sweep needs one forward pass)."""
+        if not bias:
+            return logits
+        if not self.num_background_words:
+            raise ValueError("a background bias needs background words (it is added to their logits)")
+        shift = torch.zeros(logits.shape[1], 1, 1, dtype=logits.dtype, device=logits.device)
+        shift[self.num_foreground :] = bias
+        return logits + shift
+
     def label_scores(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, V, H, W) vocabulary logits -> (B, C, H, W) probabilities over the label set, in label order."""
         probs = logits.softmax(dim=1)

@@ -15,7 +15,7 @@ from .bench.host import cpu_model
 from .calibration import calibrate_background_bias, calibrated_background_bias, calibration_file, write_calibration
 from .data.segfolder import SegmentationFolder
 from .runs import CONFIG_FILE, MODEL_FILE, load_model, load_text_model, write_json_atomic
-from .zeroshot import SlidingWindow, evaluate
+from .zeroshot import SlidingWindow, evaluate_biases
 
 QUICKSTART_TRAIN_IMAGES = 20000
 QUICKSTART_VAL_IMAGES = 500
@@ -56,17 +56,20 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Load a run's model and evaluate it zero-shot on a segmentation folder, with the protocol recorded with the
     model unless `short_side` / `window` / `stride` overrides are given, and the background bias calibrated for this
-    label set (in `calibration`, default RUN/calibration.json; see calibration.py) unless `background_bias` is given."""
+    label set (in `calibration`, default RUN/calibration.json; see calibration.py) unless `background_bias` is given.
+    `miou_uncalibrated` is the mIoU at bias 0, from the same forward pass."""
     dataset = SegmentationFolder(data, label_set)
     model, config = load_model(model_path)
     templates = templates or config["teacher"]["eval"]["templates"]
     source: dict[str, Any] | None = {"override": True}
     if background_bias is None:
         background_bias, source = calibrated_background_bias(model_path, dataset, calibration)
-    scores = evaluate(model, dataset, protocol_of(config, short_side, window, stride), templates=templates,
-                      show_progress=show_progress, text_model=load_text_model(model, config),
-                      background_bias=background_bias)
-    return {"model": str(model_path), **scores, "calibration": source}
+    background_bias = float(background_bias)
+    scores = evaluate_biases(model, dataset, protocol_of(config, short_side, window, stride), (background_bias, 0.0),
+                             templates=templates, show_progress=show_progress,
+                             text_model=load_text_model(model, config))
+    return {"model": str(model_path), **scores[background_bias], "miou_uncalibrated": scores[0.0]["miou"],
+            "calibration": source}
 
 
 def calibrate_run(
@@ -133,7 +136,7 @@ def quickstart(
 
     teacher_calibration = calibrate_run(teacher_dir, tune_dir, "objects", show_progress=True)
     console.print(f"teacher background bias: [bold]{teacher_calibration['background_bias']:g}[/] (tuned on {tune_dir})")
-    evaluations = {"uncalibrated": evaluate_run(teacher_dir, data_dir / "val", "objects", background_bias=0.0)}
+    evaluations = {}
     for label_set in ("objects", "context"):
         scores = evaluate_run(teacher_dir, data_dir / "val", label_set, show_progress=True)
         write_json_atomic(out / f"teacher_eval_{label_set}.json", scores)
@@ -146,7 +149,6 @@ def quickstart(
     distill(teacher_dir, QUICKSTART_STUDENT, data_dir / "train", student_dir, student_train_cfg)
     console.rule("4/4 student zero-shot evaluation")
     student_calibration = calibrate_run(student_dir, tune_dir, "objects", show_progress=True)
-    student_uncalibrated = evaluate_run(student_dir, data_dir / "val", "objects", background_bias=0.0)
     student_scores = evaluate_run(student_dir, data_dir / "val", "objects", show_progress=True)
     write_json_atomic(out / "student_eval_objects.json", student_scores)
     console.print(
@@ -164,7 +166,7 @@ def quickstart(
         "teacher_config": str(teacher_dir / CONFIG_FILE),
         "tune_dir": str(tune_dir),
         "teacher_miou": evaluations["objects"]["miou"],
-        "teacher_miou_uncalibrated": evaluations["uncalibrated"]["miou"],
+        "teacher_miou_uncalibrated": evaluations["objects"]["miou_uncalibrated"],
         "teacher_background_bias": teacher_calibration["background_bias"],
         "teacher_miou_context": evaluations["context"]["miou"],
         "teacher_eval_objects": str(out / "teacher_eval_objects.json"),
@@ -173,7 +175,7 @@ def quickstart(
         "student_run": str(student_dir),
         "student_distill_steps": distill_steps,
         "student_miou": student_scores["miou"],
-        "student_miou_uncalibrated": student_uncalibrated["miou"],
+        "student_miou_uncalibrated": student_scores["miou_uncalibrated"],
         "student_background_bias": student_calibration["background_bias"],
         "student_eval_objects": str(out / "student_eval_objects.json"),
         "cpu": cpu_model(),  # what `seconds` was measured on

@@ -3,6 +3,7 @@ overlapping windows, upsample to the original size, apply the vocabulary head's 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -93,6 +94,56 @@ def predict_label_map(
     return head.labels(image_logits(model, head, image, protocol))[0].cpu().numpy().astype(np.int64)
 
 
+def evaluate_biases(
+    model: torch.nn.Module,
+    dataset: SegmentationFolder,
+    protocol: SlidingWindow,
+    biases: Sequence[float],
+    templates: str = "ensemble",
+    background_threshold: float = 0.0,
+    show_progress: bool = False,
+    text_model: torch.nn.Module | None = None,
+    description: str = "eval",
+) -> dict[float, dict]:
+    """Zero-shot scores of `model` on a segmentation folder at each background bias in `biases` (the background
+    words' log-prior, see calibration.py), from one forward pass per image: a bias only shifts the background words'
+    logits, so every bias is applied to the same logits. Per bias, what `evaluate` returns."""
+    if not biases:
+        raise ValueError("give at least one background bias")
+    model.eval()
+    vocabulary: Vocabulary = build_vocabulary(
+        text_model or model, dataset.classes, dataset.background_words, templates, background_threshold
+    )
+    head = VocabularyHead(vocabulary).to(next(model.parameters()).device)
+    metrics = {float(bias): SegmentationMetric(len(dataset.classes)) for bias in biases}
+    with Progress(disable=not show_progress, transient=True) as progress:
+        for index in progress.track(range(len(dataset)), description=f"{description} {dataset.label_set}"):
+            image, mask, _ = dataset[index]
+            logits = image_logits(model, head, image, protocol).cpu()
+            target = torch.from_numpy(mask.astype(np.int64))
+            for bias, metric in metrics.items():
+                metric.update(head.labels(head.shift_background(logits, bias))[0], target)
+    return {bias: _scores(metric, dataset, protocol, templates, bias) for bias, metric in metrics.items()}
+
+
+def _scores(
+    metric: SegmentationMetric, dataset: SegmentationFolder, protocol: SlidingWindow, templates: str, bias: float
+) -> dict:
+    scores = metric.compute()
+    return {
+        "label_set": dataset.label_set,
+        "num_images": len(dataset),
+        "miou": scores["miou"],
+        "pixel_accuracy": scores["pixel_accuracy"],
+        "mean_accuracy": scores["mean_accuracy"],
+        "per_class_iou": dict(zip(dataset.classes, scores["per_class_iou"])),
+        "templates": templates,
+        "background_words": dataset.background_words,
+        "background_bias": bias,
+        "protocol": {"short_side": protocol.short_side, "window": protocol.window, "stride": protocol.stride},
+    }
+
+
 def evaluate(
     model: torch.nn.Module,
     dataset: SegmentationFolder,
@@ -106,28 +157,5 @@ def evaluate(
     """Zero-shot mIoU of `model` on a segmentation folder, accumulated over the whole dataset. Class names are
     embedded by `text_model` (default: `model` itself; a student passes its teacher); `background_bias` is the
     model's calibrated background log-prior (see calibration.py; 0 = uncalibrated)."""
-    model.eval()
-    vocabulary: Vocabulary = build_vocabulary(
-        text_model or model, dataset.classes, dataset.background_words, templates, background_threshold,
-        background_bias,
-    )
-    head = VocabularyHead(vocabulary).to(next(model.parameters()).device)
-    metric = SegmentationMetric(len(dataset.classes))
-    with Progress(disable=not show_progress, transient=True) as progress:
-        for index in progress.track(range(len(dataset)), description=f"eval {dataset.label_set}"):
-            image, mask, _ = dataset[index]
-            prediction = predict_label_map(model, head, image, protocol)
-            metric.update(torch.from_numpy(prediction), torch.from_numpy(mask.astype(np.int64)))
-    scores = metric.compute()
-    return {
-        "label_set": dataset.label_set,
-        "num_images": len(dataset),
-        "miou": scores["miou"],
-        "pixel_accuracy": scores["pixel_accuracy"],
-        "mean_accuracy": scores["mean_accuracy"],
-        "per_class_iou": dict(zip(dataset.classes, scores["per_class_iou"])),
-        "templates": templates,
-        "background_words": dataset.background_words,
-        "background_bias": background_bias,
-        "protocol": {"short_side": protocol.short_side, "window": protocol.window, "stride": protocol.stride},
-    }
+    return evaluate_biases(model, dataset, protocol, (background_bias,), templates, background_threshold,
+                           show_progress, text_model)[float(background_bias)]

@@ -63,8 +63,10 @@ def test_eval_applies_the_run_calibration_but_not_on_its_tuning_split(
     scores = json.loads(out.read_text())
     assert scores["background_bias"] == -2.0 and scores["calibration"]["file"] == str(run / CALIBRATION_FILE)
     explicit = evaluate_run(run, tiny_world / "val", "objects", background_bias=-2.0)
-    assert scores["miou"] == pytest.approx(explicit["miou"]) and explicit["miou"] != pytest.approx(
-        evaluate_run(run, tiny_world / "val", "objects", background_bias=0.0)["miou"])
+    uncalibrated = evaluate_run(run, tiny_world / "val", "objects", background_bias=0.0)["miou"]
+    assert scores["miou"] == pytest.approx(explicit["miou"]) and explicit["miou"] != pytest.approx(uncalibrated)
+    assert scores["miou_uncalibrated"] == pytest.approx(uncalibrated)  # from the same forward pass
+    assert _said(result, f"mIoU at background bias 0 (uncalibrated): {uncalibrated:.2f}")
     result = runner.invoke(app, ["eval", "--model", str(run), "--data", str(tune_split)])
     assert result.exit_code == 2 and _said(result, "the split being evaluated")
     result = runner.invoke(app, ["eval", "--model", str(run), "--data", str(tune_split), "--background-bias", "0"])

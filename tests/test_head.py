@@ -53,3 +53,20 @@ def test_background_bias_is_a_log_prior_on_the_background_class() -> None:
     background = [(labels(bias) == 0).float().mean().item() for bias in (-50.0, -1.0, 0.0, 1.0, 50.0)]
     assert background == sorted(background) and background[0] == 0.0 and background[-1] == 1.0
     assert 0.0 < background[2] < 1.0
+
+
+def test_shifting_computed_logits_equals_baking_the_bias_into_the_head() -> None:
+    """Evaluation sweeps the background bias over logits computed once; deployed graphs carry it in the 1x1 conv's
+    bias. Both must give the same logits."""
+    label_set, background_words, _ = KINDS["background words"]
+    embeddings = F.normalize(torch.randn(5, 8, generator=torch.Generator().manual_seed(3)), dim=-1)
+    dense = F.normalize(torch.randn(2, 8, 9, 11, generator=torch.Generator().manual_seed(4)), dim=1)
+    plain = VocabularyHead(Vocabulary(label_set, background_words, embeddings, 10.0))
+    for bias in (-2.5, 0.0, 6.5):
+        baked = VocabularyHead(Vocabulary(label_set, background_words, embeddings, 10.0, background_bias=bias))
+        torch.testing.assert_close(plain.shift_background(plain.logits(dense), bias), baked.logits(dense))
+    no_words = _head("threshold")
+    logits = torch.randn(1, no_words.classifier.out_channels, 3, 3)
+    assert no_words.shift_background(logits, 0.0) is logits
+    with pytest.raises(ValueError, match="needs background words"):
+        no_words.shift_background(logits, 1.0)
