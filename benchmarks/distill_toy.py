@@ -1,7 +1,7 @@
 """Distil several mobile students from one toy teacher with one budget, and compare them with the teacher:
 parameters, GFLOPs and eager CPU latency at 448x448 (BatchNorm folded, channels-last; the deployed graph: student +
-vocabulary head + background rule + upsampling; and the network alone, image -> embedding map), `objects` and `context` mIoU, retention
-(student / teacher mIoU) and speedup versus the paper-size teacher (`vit-s` preset architecture; its weights do not
+vocabulary head + background rule + upsampling; the network alone, image -> embedding map; and a student's timm
+backbone alone, see bench.graphs), `objects` and `context` mIoU, retention (student / teacher mIoU) and speedup versus the paper-size teacher (`vit-s` preset architecture; its weights do not
 matter for timing). A student run already distilled for the same number of steps is reused. Students are distilled
 (`--jobs` at once) and evaluated first; then every model's graphs are timed interleaved (round-robin, one call of
 each per round), so a slow phase of this noisy host slows every model alike and the speedups stay comparable.
@@ -25,22 +25,19 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
+from mixreorg_edge.bench.graphs import speedups, time_interleaved, timing_graphs
 from mixreorg_edge.bench.host import host_info
-from mixreorg_edge.bench.timing import count_gflops, count_parameters, measure_latencies
-from mixreorg_edge.distill.student import EmbeddingModel, SegmentationModel
 from mixreorg_edge.distill.train import DistillConfig, default_train_config, distill
-from mixreorg_edge.export.prepare import prepare_for_inference
 from mixreorg_edge.calibration import CALIBRATION_FILE
 from mixreorg_edge.pipeline import calibrate_run, evaluate_run
 from mixreorg_edge.checkpoint import load_model_state
 from mixreorg_edge.runs import CONFIG_FILE, METRICS_FILE, MODEL_FILE, load_model
 from mixreorg_edge.teacher.model import MixReorgTeacher
 from mixreorg_edge.teacher.presets import get_preset
-from mixreorg_edge.vocab import Vocabulary, builtin_label_set, teacher_fingerprint
+from mixreorg_edge.vocab import teacher_fingerprint
 
 RESULTS = Path(__file__).parent / "results" / "distill_toy.json"
 DEFAULT_STUDENTS = ("mobilevit:xxs", "mobilevitv2:050", "efficientvit:b0", "mobilenetv4:conv_small", "repvit:m0_9",
@@ -56,46 +53,6 @@ def _finished_with(run: Path, steps: int, teacher_text: str) -> bool:
     config = load_model_state(run / MODEL_FILE)[1]  # the run's config, with the step it was saved at
     return (config["step"] == steps and config.get("text_fingerprint") == teacher_text
             and config.get("distill") == asdict(DistillConfig()))
-
-
-def deployed_graphs(model: torch.nn.Module, embed_dim: int) -> tuple[dict, torch.nn.Module, torch.nn.Module]:
-    """Params and GFLOPs at SIZE x SIZE of `model` behind a synthetic-objects vocabulary head (random embeddings of
-    the model's dimension: the vocabulary's values do not change the cost), and the two graphs to time: the
-    deployed one (labels out) and the network alone (embeddings out), both inference-prepared (BatchNorm folded,
-    re-parameterised, channels-last; see export.prepare) and checked against the original graph; parameters and
-    GFLOPs are the original graph's."""
-    labels = builtin_label_set("synthetic-objects")
-    entries = len(labels.classes) - 1 + len(labels.background_words)
-    vocabulary = Vocabulary(labels.classes, labels.background_words,
-                            F.normalize(torch.randn(entries, embed_dim), dim=-1), logit_scale=50.0)
-    example = torch.randn(1, 3, SIZE, SIZE)
-    deployed = SegmentationModel(model, vocabulary, output="labels").eval()
-    cost = {"params_m": round(count_parameters(model) / 1e6, 3), "gflops_448": round(count_gflops(deployed, example), 2)}
-    return cost, prepare_for_inference(deployed, example), prepare_for_inference(EmbeddingModel(model), example)
-
-
-def time_interleaved(graphs: dict[str, tuple[torch.nn.Module, torch.nn.Module]], runs: int) -> dict[str, dict]:
-    """Latency of every model's deployed graph and network at SIZE x SIZE, all timed round-robin in one loop (see
-    bench.timing.measure_latencies), so the speedups compare timings taken under the same host conditions."""
-    example = torch.randn(1, 3, SIZE, SIZE).contiguous(memory_format=torch.channels_last)
-    fns = {}
-    for name, (deployed, network) in graphs.items():
-        fns[(name, "deployed")] = lambda graph=deployed: graph(example)
-        fns[(name, "network")] = lambda graph=network: graph(example)
-    with torch.inference_mode():
-        stats = measure_latencies(fns, warmup=5, runs=runs)
-    return {
-        name: {
-            "latency_448_ms": stats[(name, "deployed")]["median_ms"],
-            "latency_448_p90_ms": stats[(name, "deployed")]["p90_ms"],
-            "latency_448_min_ms": stats[(name, "deployed")]["min_ms"],
-            "network_latency_448_ms": stats[(name, "network")]["median_ms"],
-            "network_latency_448_min_ms": stats[(name, "network")]["min_ms"],
-            "latency_runs": runs,
-            "threads": stats[(name, "deployed")]["threads"],
-        }
-        for name in graphs
-    }
 
 
 def evaluate_objects(run: Path, val: Path, tune: Path | None, calibration: Path) -> dict:
@@ -179,9 +136,8 @@ def main() -> None:
     models.update({row["model"]: load_model(Path(row.pop("run")))[0] for row in students})
     costs, graphs = {}, {}
     for name, model in models.items():
-        cost, deployed, network = deployed_graphs(model, model.embed_dim)
-        costs[name], graphs[name] = cost, (deployed, network)
-    for name, latency in time_interleaved(graphs, args.latency_runs).items():
+        costs[name], graphs[name] = timing_graphs(model, SIZE)
+    for name, latency in time_interleaved(graphs, SIZE, args.latency_runs).items():
         costs[name].update(latency)
     reference = {"model": "teacher-vit-s", "objects_miou": None, **costs["teacher-vit-s"]}
     rows = [reference, {"model": "teacher-toy", **teacher_objects,
@@ -190,17 +146,15 @@ def main() -> None:
         row.update(costs[row["model"]])
         row["retention"] = round(row["objects_miou"] / teacher_miou, 4)
         row["retention_context"] = round(row["context_miou"] / teacher_context, 4)
-        row["speedup"] = round(reference["latency_448_ms"] / row["latency_448_ms"], 2)
-        row["speedup_min"] = round(reference["latency_448_min_ms"] / row["latency_448_min_ms"], 2)
+        row.update(speedups(reference, row, SIZE))
         row["miou_per_ms"] = round(row["objects_miou"] / row["latency_448_ms"], 4)
-        row["speedup_network"] = round(reference["network_latency_448_ms"] / row["network_latency_448_ms"], 2)
         rows.append(row)
 
     table = Table(title=f"students distilled for {args.steps} steps; latency at {SIZE}x{SIZE}, eager CPU, "
                         f"{torch.get_num_threads()} threads, interleaved")
     columns = ("model", "params_m", "gflops_448", "latency_448_ms", "latency_448_min_ms", "network_latency_448_ms",
                "objects_miou", "objects_miou_uncalibrated", "background_bias", "retention", "context_miou", "retention_context", "speedup", "speedup_min",
-               "speedup_network")
+               "speedup_network", "backbone_latency_448_ms", "speedup_backbone_bound")
     for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right")
     for row in rows:

@@ -55,3 +55,28 @@ def test_cpu_model_is_read_from_cpuinfo(tmp_path) -> None:
 def test_host_info_records_the_threads_in_use() -> None:
     info = host_info()
     assert info["threads"] == torch.get_num_threads() and info["cpu"] and info["logical_cpus"] >= 1
+
+
+def test_timing_graphs_of_a_teacher_and_a_student_are_timed_together() -> None:
+    from conftest import tiny_teacher_config
+    from mixreorg_edge.bench.graphs import speedups, time_interleaved, timing_graphs
+    from mixreorg_edge.distill.student import DenseStudent, StudentConfig
+    from mixreorg_edge.teacher.model import MixReorgTeacher
+
+    size = 64
+    teacher = MixReorgTeacher(tiny_teacher_config()).eval()
+    student = DenseStudent(StudentConfig("mobilevit:xxs", embed_dim=teacher.embed_dim, image_size=size)).eval()
+    costs, graphs = {}, {}
+    for name, model in (("teacher", teacher), ("student", student)):
+        costs[name], graphs[name] = timing_graphs(model, size)
+    assert set(graphs["teacher"]) == {"deployed", "network"}  # a teacher has no separate timm backbone
+    assert set(graphs["student"]) == {"deployed", "network", "backbone"}
+    assert costs["student"]["gflops_64"] > 0 and costs["student"]["params_m"] > 0
+    latencies = time_interleaved(graphs, size, runs=2)
+    student_row = latencies["student"]
+    assert student_row["latency_runs"] == 2 and "backbone_latency_64_ms" not in latencies["teacher"]
+    assert student_row["latency_64_min_ms"] <= student_row["latency_64_ms"]
+    ratios = speedups(latencies["teacher"], student_row, size)
+    assert ratios["speedup"] == round(latencies["teacher"]["latency_64_ms"] / student_row["latency_64_ms"], 2)
+    assert ratios["speedup_backbone_bound"] == round(
+        latencies["teacher"]["network_latency_64_ms"] / student_row["backbone_latency_64_ms"], 2)

@@ -54,3 +54,26 @@ def test_a_rewrite_that_changes_the_output_is_refused() -> None:
 def test_folding_needs_eval_mode() -> None:
     with pytest.raises(ValueError, match="eval-mode"):
         fold_batchnorms(nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)))
+
+
+class _Multiply(nn.Module):
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+
+def test_the_parity_check_is_relative_to_the_output_scale() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 16, 16)
+    # Raw features of large magnitude (an untrained backbone's last stage reaches ~300): the fold's float rounding
+    # is far above 1e-3 in absolute terms, not relative to the output.
+    large = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), _Multiply(1e5)).eval()
+    _randomise_batchnorms(large)
+    prepare_for_inference(large, x)
+    changed = nn.Sequential(_NormBeforeConv(), _Multiply(1e5)).eval()
+    _randomise_batchnorms(changed)
+    with pytest.raises(RuntimeError, match="differs from the original"):  # a real change is still refused
+        prepare_for_inference(changed, x)
