@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.table import Table
 
 from mixreorg_edge.bench.graphs import speedups, time_interleaved, timing_graphs
 from mixreorg_edge.bench.host import host_info
+from mixreorg_edge.bench.report import print_rows, write_results
 from mixreorg_edge.distill.train import DistillConfig, default_train_config, distill
 from mixreorg_edge.calibration import CALIBRATION_FILE
 from mixreorg_edge.pipeline import calibrate_run, evaluate_run
@@ -150,20 +150,15 @@ def main() -> None:
         row["miou_per_ms"] = round(row["objects_miou"] / row["latency_448_ms"], 4)
         rows.append(row)
 
-    table = Table(title=f"students distilled for {args.steps} steps; latency at {SIZE}x{SIZE}, eager CPU, "
-                        f"{torch.get_num_threads()} threads, interleaved")
     columns = ("model", "params_m", "gflops_448", "latency_448_ms", "latency_448_min_ms", "network_latency_448_ms",
-               "objects_miou", "objects_miou_uncalibrated", "background_bias", "retention", "context_miou", "retention_context", "speedup", "speedup_min",
-               "speedup_network", "backbone_latency_448_ms", "speedup_backbone_bound")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for row in rows:
-        table.add_row(*(str(row.get(column, "-")) for column in columns))
-    console.print(table)
+               "objects_miou", "objects_miou_uncalibrated", "background_bias", "retention", "context_miou",
+               "retention_context", "speedup", "speedup_min", "speedup_network", "backbone_latency_448_ms",
+               "speedup_backbone_bound")
+    print_rows(f"students distilled for {args.steps} steps; latency at {SIZE}x{SIZE}, eager CPU, "
+               f"{torch.get_num_threads()} threads, interleaved", rows, columns, console)
     if students:
         best = max(students, key=lambda row: row["miou_per_ms"])
         console.print(f"best mIoU per millisecond: {best['model']} ({best['miou_per_ms']:.3f})")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {**host_info(),
             "latency_graph": "eager, export.prepare_for_inference (BatchNorm folded, re-parameterised, channels-last)",
             "latency_protocol": "interleaved: 5 warm-up calls per graph, then latency_runs rounds of every graph once; "
@@ -171,7 +166,7 @@ def main() -> None:
             "steps": args.steps, "distill": asdict(DistillConfig()), "jobs": args.jobs, "teacher": str(args.teacher),
             "teacher_objects_miou": round(teacher_miou, 2), "teacher_context_miou": round(teacher_context, 2),
             "tune_data": None if args.tune_data is None else str(args.tune_data)}
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    write_results(args.out, meta, rows)
     console.print(f"wrote {args.out}")
 
 

@@ -14,15 +14,14 @@ Writes benchmarks/results/latency_448.json.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.table import Table
 
 from mixreorg_edge.bench.graphs import speedups, time_interleaved, timing_graphs
 from mixreorg_edge.bench.host import host_info
+from mixreorg_edge.bench.report import print_rows, write_results
 from mixreorg_edge.distill.student import DenseStudent, StudentConfig
 from mixreorg_edge.teacher.model import MixReorgTeacher
 from mixreorg_edge.teacher.presets import get_preset
@@ -30,12 +29,6 @@ from mixreorg_edge.teacher.presets import get_preset
 RESULTS = Path(__file__).parent / "results" / "latency_448.json"
 DEFAULT_STUDENTS = ("mobilevit:xxs", "mobilevitv2:050", "efficientvit:b0", "mobilenetv4:conv_small")
 REFERENCE = "teacher-vit-s"
-
-
-def columns(size: int) -> tuple[str, ...]:
-    """The row keys the table shows, in order."""
-    return ("params_m", f"gflops_{size}", f"latency_{size}_ms", f"latency_{size}_min_ms", f"network_latency_{size}_ms",
-            f"backbone_latency_{size}_ms", "speedup", "speedup_min", "speedup_network", "speedup_backbone_bound")
 
 
 def main() -> None:
@@ -62,19 +55,16 @@ def main() -> None:
     for row in rows[1:]:
         row.update(speedups(costs[REFERENCE], row, args.size))
 
-    table = Table(title=f"latency at {args.size}x{args.size} (ms, median of {args.runs} interleaved rounds), eager CPU, "
-                        f"{torch.get_num_threads()} threads, fresh weights")
-    table.add_column("model")
-    for column in columns(args.size):
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(row["model"], *(str(row.get(column, "-")) for column in columns(args.size)))
-    Console(width=200).print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    size = args.size
+    print_rows(f"latency at {size}x{size} (ms, median of {args.runs} interleaved rounds), eager CPU, "
+               f"{torch.get_num_threads()} threads, fresh weights", rows,
+               ("model", "params_m", f"gflops_{size}", f"latency_{size}_ms", f"latency_{size}_min_ms",
+                f"network_latency_{size}_ms", f"backbone_latency_{size}_ms", "speedup", "speedup_min", "speedup_network",
+                "speedup_backbone_bound"))
     meta = {**host_info(), "size": args.size, "runs": args.runs, "weights": "fresh (cost only)",
             "latency_graph": "eager, export.prepare_for_inference (BatchNorm folded, re-parameterised, channels-last)",
             "latency_protocol": "interleaved: 5 warm-up calls per graph, then `runs` rounds of every graph once"}
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    write_results(args.out, meta, rows)
     Console().print(f"wrote {args.out}")
 
 

@@ -17,7 +17,6 @@ Writes benchmarks/results/supervised_ceiling.json: validation mIoU at each `--ev
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -25,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.table import Table
 
 from mixreorg_edge.bench.host import host_info
+from mixreorg_edge.bench.report import print_rows, write_results
 from mixreorg_edge.data.segfolder import SegmentationFolder
 from mixreorg_edge.data.transforms import normalize_uint8
 from mixreorg_edge.metrics import SegmentationMetric
@@ -124,18 +123,12 @@ def main() -> None:
                          "val_miou": round(validation_miou(model, val_images, val_masks, classes), 2)})
             Console().print(rows[-1])
 
-    table = Table(title=f"toy encoder + linear classifier, per-pixel {LABEL_SET} masks, {args.minutes:g} minutes, "
-                        f"{torch.get_num_threads()} threads: validation mIoU at the training scale")
-    for column in rows[0]:
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(*(str(value) for value in row.values()))
-    Console().print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    print_rows(f"toy encoder + linear classifier, per-pixel {LABEL_SET} masks, {args.minutes:g} minutes, "
+               f"{torch.get_num_threads()} threads: validation mIoU at the training scale", rows)
     meta = {**host_info(), "train": str(args.train), "train_images": len(train_images), "val": str(args.val),
             "val_images": len(val_images), "label_set": LABEL_SET, "minutes": args.minutes, "seed": args.seed,
             "batch_size": train_cfg.batch_size, "lr": train_cfg.lr}
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    write_results(args.out, meta, rows)
     Console().print(f"wrote {args.out}")
 
 

@@ -26,7 +26,6 @@ validation images).
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import time
 from pathlib import Path
@@ -35,8 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.table import Table
 
+from mixreorg_edge.bench.report import print_rows, write_results
 from mixreorg_edge.data.segfolder import SegmentationFolder
 from mixreorg_edge.data.shards import CaptionBatches, ImageTextShards
 from mixreorg_edge.data.synth import THINGS
@@ -160,18 +159,12 @@ def main() -> None:
     counts = val_labels.sum(dim=1)
     chance = (counts**2).sum().item() / (len(THINGS) * counts.sum().item())  # top-n recall of random scores
     head = f"{args.head} head" + (", text BatchNorm" if args.text_batchnorm else "")
-    table = Table(title=f"thing presence with direct labels, toy encoder ({stem} stem, {head}), batch "
-                        f"{args.batch_size}, lr {args.lr}; chance top-n recall {chance:.3f}")
-    for column in rows[0]:
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(*(str(value) for value in row.values()))
-    Console().print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    print_rows(f"thing presence with direct labels, toy encoder ({stem} stem, {head}), batch {args.batch_size}, "
+               f"lr {args.lr}; chance top-n recall {chance:.3f}", rows)
     meta = {"stem": stem, "head": args.head, "text_batchnorm": args.text_batchnorm,
             "chance_top_n_recall": round(chance, 4), "steps": args.steps, "batch_size": args.batch_size,
             "lr": args.lr, "seed": args.seed, "threads": torch.get_num_threads(), "torch": torch.__version__}
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    write_results(args.out, meta, rows)
     Console().print(f"wrote {args.out}")
 
 

@@ -80,3 +80,23 @@ def test_timing_graphs_of_a_teacher_and_a_student_are_timed_together() -> None:
     assert ratios["speedup"] == round(latencies["teacher"]["latency_64_ms"] / student_row["latency_64_ms"], 2)
     assert ratios["speedup_backbone_bound"] == round(
         latencies["teacher"]["network_latency_64_ms"] / student_row["backbone_latency_64_ms"], 2)
+
+
+def test_report_prints_every_row_and_writes_meta_and_rows(tmp_path) -> None:
+    import json
+
+    from rich.console import Console
+
+    from mixreorg_edge.bench.report import print_rows, write_results
+
+    rows = [{"model": "teacher", "latency_ms": 200.5}, {"model": "student", "latency_ms": 40.1, "speedup": 5.0}]
+    console = Console(record=True, width=120)
+    print_rows("latency", rows, ("model", "latency_ms", "speedup"), console)
+    text = console.export_text()
+    assert "teacher" in text and "200.5" in text and "5.0" in text
+    assert text.splitlines()[-2].split("│")[3].strip() == "5.0"
+    teacher_line = next(line for line in text.splitlines() if "teacher" in line)
+    assert teacher_line.split("│")[3].strip() == "-"  # a key the row lacks
+    out = tmp_path / "nested" / "result.json"
+    write_results(out, {"threads": 2}, rows)
+    assert json.loads(out.read_text()) == {"meta": {"threads": 2}, "rows": rows}
