@@ -34,6 +34,23 @@ def test_distillation_loss_falls(tiny_world: Path, tiny_teacher_run: Path, tmp_p
     assert config["kind"] == "student" and model.embed_dim == 32
 
 
+def test_resumed_distillation_reproduces_the_uninterrupted_loss_curve(tiny_world: Path, tiny_teacher_run: Path,
+                                                                     tmp_path: Path) -> None:
+    """The student trains channels-last; its optimizer state, saved contiguous, must resume exactly."""
+    cfg = _train_cfg(6)
+    cfg.save_every = 3
+    kwargs = {"distill_cfg": DistillConfig(images=32), "cache_dir": tmp_path / "cache", "show_progress": False}
+    distill(tiny_teacher_run, "mobilevit:xxs", tiny_world, tmp_path / "a", cfg, **kwargs)
+    distill(tiny_teacher_run, "mobilevit:xxs", tiny_world, tmp_path / "b", cfg, stop_after=3, **kwargs)
+    distill(tiny_teacher_run, "mobilevit:xxs", tiny_world, tmp_path / "b", cfg, resume=True, **kwargs)
+
+    def losses(run: Path) -> list[tuple[int, float]]:
+        rows = [json.loads(line) for line in (run / METRICS_FILE).read_text().splitlines()]
+        return [(row["step"], row["loss"]) for row in rows]
+
+    assert len(losses(tmp_path / "a")) == 6 and losses(tmp_path / "a") == losses(tmp_path / "b")
+
+
 def test_distill_cli_records_its_seed(tiny_world: Path, tiny_teacher_run: Path, tmp_path: Path) -> None:
     teacher = tmp_path / "teacher"
     shutil.copytree(tiny_teacher_run, teacher)  # its target cache is written next to it
