@@ -39,29 +39,29 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    size = args.size
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     teacher = MixReorgTeacher(get_preset("vit-s")[0]).eval()
     models = {REFERENCE: teacher}
-    models.update({name: DenseStudent(StudentConfig(name, embed_dim=teacher.embed_dim, image_size=args.size)).eval()
+    models.update({name: DenseStudent(StudentConfig(name, embed_dim=teacher.embed_dim, image_size=size)).eval()
                    for name in args.students})
     costs, graphs = {}, {}
     for name, model in models.items():
-        costs[name], graphs[name] = timing_graphs(model, args.size)
-    for name, latency in time_interleaved(graphs, args.size, args.runs).items():
+        costs[name], graphs[name] = timing_graphs(model, size)
+    for name, latency in time_interleaved(graphs, size, args.runs).items():
         costs[name].update(latency)
     rows = [{"model": name, **costs[name]} for name in models]
     for row in rows[1:]:
-        row.update(speedups(costs[REFERENCE], row, args.size))
+        row.update(speedups(costs[REFERENCE], row, size))
 
-    size = args.size
     print_rows(f"latency at {size}x{size} (ms, median of {args.runs} interleaved rounds), eager CPU, "
                f"{torch.get_num_threads()} threads, fresh weights", rows,
                ("model", "params_m", f"gflops_{size}", f"latency_{size}_ms", f"latency_{size}_min_ms",
                 f"network_latency_{size}_ms", f"backbone_latency_{size}_ms", "speedup", "speedup_min", "speedup_network",
                 "speedup_backbone_bound"))
-    meta = {**host_info(), "size": args.size, "runs": args.runs, "weights": "fresh (cost only)",
+    meta = {**host_info(), "size": size, "runs": args.runs, "weights": "fresh (cost only)",
             "latency_graph": "eager, export.prepare_for_inference (BatchNorm folded, re-parameterised, channels-last)",
             "latency_protocol": "interleaved: 5 warm-up calls per graph, then `runs` rounds of every graph once"}
     write_results(args.out, meta, rows)
