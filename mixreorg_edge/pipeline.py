@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from .bench.host import cpu_model
+from .bench.host import cpu_generation, cpu_model
 from .calibration import calibrate_background_bias, calibrated_background_bias, calibration_file, write_calibration
 from .data.segfolder import SegmentationFolder
 from .runs import CONFIG_FILE, MODEL_FILE, load_model, load_text_model, write_json_atomic
@@ -179,6 +179,7 @@ def quickstart(
         "student_background_bias": student_calibration["background_bias"],
         "student_eval_objects": str(out / "student_eval_objects.json"),
         "cpu": cpu_model(),  # what `seconds` was measured on
+        "cpu_generation": cpu_generation(),
         "threads": torch.get_num_threads(),
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 
-from mixreorg_edge.bench.host import cpu_model, host_info
+from mixreorg_edge.bench.host import cpu_generation, cpu_model, host_info
 from mixreorg_edge.bench.timing import count_gflops, measure_latencies
 
 
@@ -52,9 +52,24 @@ def test_cpu_model_is_read_from_cpuinfo(tmp_path) -> None:
     assert cpu_model(tmp_path / "absent")  # elsewhere: what `platform` knows, never empty
 
 
+def test_cpu_generation_tells_apart_processors_with_one_marketing_name(tmp_path) -> None:
+    def generation(family: int, model: int) -> str:
+        cpuinfo = tmp_path / f"cpuinfo_{family}_{model}"
+        first = f"processor\t: 0\ncpu family\t: {family}\nmodel\t\t: {model}\nmodel name\t: AMD EPYC\n"
+        second = "\nprocessor\t: 1\ncpu family\t: 1\nmodel\t\t: 1\nmodel name\t: other\n"
+        cpuinfo.write_text(first + second)
+        assert cpu_model(cpuinfo) == "AMD EPYC"
+        return cpu_generation(cpuinfo)
+
+    assert generation(26, 2) == "family 26 model 2"  # the first processor's, not the last one's
+    assert generation(25, 17) != generation(26, 2)
+    assert cpu_generation(tmp_path / "absent") == ""
+
+
 def test_host_info_records_the_threads_in_use() -> None:
     info = host_info()
     assert info["threads"] == torch.get_num_threads() and info["cpu"] and info["logical_cpus"] >= 1
+    assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
 
 def test_timing_graphs_of_a_teacher_and_a_student_are_timed_together() -> None:

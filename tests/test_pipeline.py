@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from mixreorg_edge.bench.host import cpu_generation
 from mixreorg_edge.pipeline import quickstart, shipped_teacher
 from mixreorg_edge.runs import load_model
 from mixreorg_edge.teacher.presets import get_preset
@@ -18,6 +19,7 @@ def test_quickstart_writes_a_summary_of_every_artifact(from_scratch: bool, tmp_p
     on_disk = json.loads((out / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(on_disk) and on_disk == json.loads(json.dumps(summary))
     assert on_disk["student_distill_steps"] == 2 and on_disk["threads"] >= 1 and on_disk["cpu"]
+    assert on_disk["cpu_generation"] == cpu_generation()
     for key in ("teacher_run", "val_dir", "student_run", "teacher_eval_objects", "student_eval_objects"):
         assert Path(on_disk[key]).exists(), key
     assert 0.0 <= on_disk["teacher_miou"] <= 100.0 and 0.0 <= on_disk["student_miou"] <= 100.0
