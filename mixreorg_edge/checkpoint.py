@@ -33,16 +33,15 @@ def _storable(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def atomic_save_safetensors(
-    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
-) -> None:
-    """Write ``tensors`` to ``path`` via a fsynced temp file in the same directory and ``os.replace``."""
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Make ``path`` by ``write(temp_name)`` on a temp file in the same directory, fsync it and ``os.replace`` it into
+    place: a reader (or a crash) sees the old file or the whole new one, never a part; the temp file never stays."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(_storable(tensors), tmp_name, metadata=metadata)
+        write(tmp_name)
         with open(tmp_name, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
@@ -50,6 +49,13 @@ def atomic_save_safetensors(
         Path(tmp_name).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_save_safetensors(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> None:
+    """Write ``tensors`` to ``path`` atomically (see `atomic_write`)."""
+    atomic_write(path, lambda tmp_name: save_file(_storable(tensors), tmp_name, metadata=metadata))
 
 
 def _fsync_dir(directory: Path) -> None:

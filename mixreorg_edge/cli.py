@@ -95,7 +95,7 @@ def train_teacher_cmd(
     if variant is not None:
         apply_variant(teacher_cfg, variant)
     train_cfg.steps, train_cfg.minutes = steps, minutes
-    if steps is None and minutes is None:
+    if steps is None and minutes is None and not resume:  # a resumed run keeps its budget unless one is given
         train_cfg.steps = 1000
         console.print("no --steps/--minutes given: training for 1000 steps")
     _override(train_cfg, batch_size=batch_size, save_every=save_every, seed=seed, lr=lr)
@@ -175,7 +175,9 @@ def distill_cmd(
     student: str = typer.Option("mobilevit", "--student", help="family[:size], e.g. mobilevit:xxs"),
     data: Path = typer.Option(..., "--data", help="Directory of WebDataset shards (images are enough)."),
     out: Path = typer.Option(..., "--out", help="Student run directory to create (or resume)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (default: 4000)."),
+    steps: Optional[int] = typer.Option(
+        None, "--steps", help="Optimizer steps (default: 4000). With --resume: the run's own unless given."
+    ),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     images: Optional[int] = typer.Option(
         None, "--images", help="Images whose teacher targets are cached and used (default: 20000)."
@@ -194,6 +196,8 @@ def distill_cmd(
     from .distill.train import DistillConfig, default_train_config, distill
 
     train_cfg = _override(default_train_config(), steps=steps, batch_size=batch_size, seed=seed)
+    if resume:  # the run keeps its saved budget unless --steps is given
+        train_cfg.steps = steps
     distill_cfg = _override(DistillConfig(), images=images, feature_weight=feature_weight, logit_weight=logit_weight,
                             temperature=temperature)
     result = distill(teacher, student, data, out, train_cfg, distill_cfg, resume=resume, cache_dir=cache_dir,

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from .checkpoint import load_model_state
+from .checkpoint import atomic_write, load_model_state
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
@@ -23,11 +23,14 @@ STATE_FILE = "checkpoint.safetensors"
 METRICS_FILE = "metrics.jsonl"
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically (a fsynced temp file renamed into place)."""
+    atomic_write(path, lambda tmp_name: Path(tmp_name).write_text(text))
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file next to `path`, then rename it into place."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    """Write `data` as indented JSON to `path` atomically."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def model_file(run: Path) -> Path:

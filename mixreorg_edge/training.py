@@ -19,7 +19,7 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .checkpoint import load_training_state, save_model, save_training_state
-from .runs import CONFIG_FILE, METRICS_FILE, MODEL_FILE, STATE_FILE, write_json_atomic
+from .runs import CONFIG_FILE, METRICS_FILE, MODEL_FILE, STATE_FILE, write_json_atomic, write_text_atomic
 
 
 @dataclass
@@ -39,6 +39,16 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def validate(self) -> None:
+        """Refuse a budget that is missing, doubled or not positive, and non-positive batch or step intervals."""
+        if (self.steps is None) == (self.minutes is None):
+            raise ValueError("give exactly one of steps or minutes")
+        if (self.steps is not None and self.steps <= 0) or (self.minutes is not None and self.minutes <= 0):
+            raise ValueError(f"the training budget must be positive, got steps={self.steps} minutes={self.minutes}")
+        for name in ("batch_size", "save_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -87,10 +97,7 @@ class Budget:
     """A run ends after `steps` steps or `minutes` of training time."""
 
     def __init__(self, cfg: TrainConfig) -> None:
-        if (cfg.steps is None) == (cfg.minutes is None):
-            raise ValueError("give exactly one of steps or minutes")
-        if (cfg.steps or 1) <= 0 or (cfg.minutes or 1) <= 0:
-            raise ValueError("the training budget must be positive")
+        cfg.validate()
         self.cfg = cfg
 
     def progress(self, step: int, elapsed: float) -> float:
@@ -117,14 +124,20 @@ def provenance() -> dict[str, Any]:
 def prepare_run(out: Path, run_config: dict[str, Any], train_cfg: TrainConfig, resume: bool) -> dict[str, Any]:
     """Create RUN with its config.json (never overwriting a run), or read a resumed run's saved config.
 
-    On resume the saved config wins, except for the budget (`steps`/`minutes`), which may be extended."""
+    On resume the saved config wins; a budget in `train_cfg` (`steps` or `minutes` not None) replaces the saved one
+    (to extend a run; the schedule then follows the new budget) and is written to config.json, while no budget keeps
+    the saved one, so the run continues exactly where it stopped."""
     out = Path(out)
     if resume:
         if not (out / STATE_FILE).is_file():
             raise FileNotFoundError(f"--resume: no checkpoint to resume in {out} (expected {out / STATE_FILE})")
         saved = json.loads((out / CONFIG_FILE).read_text())
-        saved["train"].update(steps=train_cfg.steps, minutes=train_cfg.minutes)
+        if train_cfg.steps is not None or train_cfg.minutes is not None:
+            saved["train"].update(steps=train_cfg.steps, minutes=train_cfg.minutes)
+            TrainConfig.from_dict(saved["train"]).validate()
+            write_json_atomic(out / CONFIG_FILE, saved)
         return saved
+    train_cfg.validate()
     if (out / STATE_FILE).exists() or (out / MODEL_FILE).exists():
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -165,7 +178,9 @@ def run_training(
 
     model.train()
     last_loss = float("nan")
-    with _progress_bar(show_progress) as progress, (out / METRICS_FILE).open("a") as log:
+    if resume:  # rows logged after the checkpoint (an interrupted run) are logged again by the resumed steps
+        _drop_metrics_after(out / METRICS_FILE, step)
+    with _progress_bar(show_progress) as progress, (out / METRICS_FILE).open("a" if resume else "w") as log:
         task = progress.add_task(description, total=1.0, status="")
         window_start, window_steps = time.perf_counter(), 0
         while not budget.done(step, elapsed) and (stop_after is None or step < stop_after):
@@ -218,6 +233,16 @@ def save_checkpoint(
         rng["cuda"] = torch.cuda.get_rng_state()
     save_training_state(out / STATE_FILE, model, optimizer, step, extra={"elapsed": elapsed}, rng=rng)
     save_model(model, out / MODEL_FILE, {**config, "step": step})
+
+
+def _drop_metrics_after(path: Path, step: int) -> None:
+    """Keep only the metrics log's rows up to `step` (rewritten atomically; nothing to do without a log)."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+        write_text_atomic(path, "".join(kept))
 
 
 def _progress_bar(enabled: bool) -> Progress:

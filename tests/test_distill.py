@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -36,7 +37,8 @@ def test_distillation_loss_falls(tiny_world: Path, tiny_teacher_run: Path, tmp_p
 
 def test_resumed_distillation_reproduces_the_uninterrupted_loss_curve(tiny_world: Path, tiny_teacher_run: Path,
                                                                      tmp_path: Path) -> None:
-    """The student trains channels-last; its optimizer state, saved contiguous, must resume exactly."""
+    """The first run computes the teacher targets, the resumed one loads them from the cache: both must train on
+    the same values in the same layout (a channels-last copy rounded differently on an AVX-512 host)."""
     cfg = _train_cfg(6)
     cfg.save_every = 3
     kwargs = {"distill_cfg": DistillConfig(images=32), "cache_dir": tmp_path / "cache", "show_progress": False}
@@ -83,12 +85,18 @@ def test_teacher_target_cache_is_reused_and_invalidated(tiny_world: Path, tiny_t
     again = teacher_targets(teacher, shards, 8, 32, "hflip", tmp_path)
     assert not first.reused and again.reused and again.path == first.path
     assert torch.equal(first.embeddings, again.embeddings) and len(first.images) == 16  # both orientations
+    assert first.embeddings.stride() == again.embeddings.stride()  # computed and loaded targets round alike
     other_augment = teacher_targets(teacher, shards, 8, 32, "none", tmp_path)
     assert not other_augment.reused and other_augment.path != first.path
     with torch.no_grad():
         teacher.image_proj.fc1.weight.add_(0.01)  # a changed teacher
     changed = teacher_targets(teacher, shards, 8, 32, "hflip", tmp_path)
     assert not changed.reused and changed.path != first.path
+    for shard in shards.shards:  # the images regenerated in place (a tar's size often stays the same)
+        stat = shard.stat()
+        os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    regenerated = teacher_targets(teacher, shards, 8, 32, "hflip", tmp_path)
+    assert not regenerated.reused and regenerated.path != changed.path
 
 
 def test_eval_and_segment_accept_a_student(tiny_world: Path, tiny_teacher_run: Path, tmp_path: Path) -> None:

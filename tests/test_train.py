@@ -29,6 +29,44 @@ def test_resumed_run_reproduces_the_uninterrupted_loss_curve(tiny_world: Path, t
     assert config["step"] == 6 and config["kind"] == "teacher"
 
 
+def test_resume_after_a_crash_keeps_the_saved_budget_and_drops_rows_logged_after_the_checkpoint(
+    tiny_world: Path, tmp_path: Path
+) -> None:
+    """A crash between checkpoints leaves metric rows the resumed run logs again; `--resume` without a budget
+    continues the saved one (a default budget given here would change the schedule and the curve)."""
+    data = tiny_world / "train"
+    train_teacher(data, tmp_path / "a", tiny_teacher_config(), tiny_train_config(), show_progress=False)
+    run = tmp_path / "b"
+    train_teacher(data, run, tiny_teacher_config(), tiny_train_config(), show_progress=False, stop_after=3)
+    with (run / METRICS_FILE).open("a") as log:  # what steps 4 and 5 logged before the crash
+        log.writelines(json.dumps({"step": step, "loss": -1.0}) + "\n" for step in (4, 5))
+    resumed = train_teacher(data, run, tiny_teacher_config(), tiny_train_config(steps=None), resume=True,
+                            show_progress=False)
+    assert resumed.steps == 6 and _losses(run) == _losses(tmp_path / "a")
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 6
+
+
+def test_resume_with_a_new_budget_extends_the_run_and_records_it(tiny_world: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train_teacher(tiny_world / "train", run, tiny_teacher_config(), tiny_train_config(steps=3), show_progress=False)
+    resumed = train_teacher(tiny_world / "train", run, tiny_teacher_config(), tiny_train_config(steps=5),
+                            resume=True, show_progress=False)
+    assert resumed.steps == 5 and [step for step, _ in _losses(run)] == [1, 2, 3, 4, 5]
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 5
+    assert load_model(run)[1]["train"]["steps"] == 5
+
+
+@pytest.mark.parametrize("overrides", [{"steps": 0}, {"steps": None, "minutes": 0.0}, {"steps": None},
+                                       {"minutes": 1.0}, {"save_every": 0}, {"log_every": 0}, {"batch_size": 0}])
+def test_bad_budgets_and_intervals_are_refused_before_the_run_is_created(
+    overrides: dict, tiny_world: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="steps or minutes|positive|at least 1"):
+        train_teacher(tiny_world / "train", tmp_path / "run", tiny_teacher_config(), tiny_train_config(**overrides),
+                      show_progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_existing_run_is_not_overwritten_and_resume_needs_a_checkpoint(tiny_world: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     train_teacher(tiny_world / "train", run, tiny_teacher_config(), tiny_train_config(steps=1), show_progress=False)

@@ -20,7 +20,7 @@ from ..data.shards import CorruptImageError, ImageTextShards, decode_image
 from ..data.transforms import normalize_uint8
 
 AUGMENTATIONS = ("none", "hflip")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -34,7 +34,8 @@ class TeacherTargets:
 
 def cache_key(teacher: torch.nn.Module, shards: ImageTextShards, count: int, image_size: int, augment: str) -> str:
     """A digest of everything the targets depend on."""
-    sources = [(str(path.resolve()), path.stat().st_size) for path in shards.shards]
+    # Size and modification time: a world regenerated in place often keeps its tar sizes (tar pads to 10 KiB).
+    sources = [(str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns) for path in shards.shards]
     spec = {
         "version": CACHE_VERSION,
         "teacher": fingerprint(teacher),
@@ -69,7 +70,9 @@ def _teacher_embeddings(teacher: torch.nn.Module, images: torch.Tensor, batch: i
         teacher.encode_dense(normalize_uint8(images[i : i + batch].to(device))).half().cpu()
         for i in range(0, len(images), batch)
     ]
-    return torch.cat(chunks)
+    # Contiguous, as the cache file gives them back: training on a computed (strided) or a loaded copy must round
+    # alike, or a run that built the cache and one that resumed from it would diverge.
+    return torch.cat(chunks).contiguous()
 
 
 def teacher_targets(
