@@ -185,6 +185,10 @@ def distill_cmd(
     feature_weight: Optional[float] = typer.Option(None, "--feature-weight"),
     logit_weight: Optional[float] = typer.Option(None, "--logit-weight"),
     temperature: Optional[float] = typer.Option(None, "--temperature"),
+    vocabulary: Optional[str] = typer.Option(
+        None, "--vocabulary", help='Logit-distillation words: "captions" (default: their frequent words) or a class '
+        'list (a built-in such as voc, a file or "a,b,c"; needed for image-only shards).'
+    ),
     backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights", help="Local timm backbone weights."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Training seed: initialisation and batch order (default: 0)."),
     cache_dir: Optional[Path] = typer.Option(
@@ -199,7 +203,7 @@ def distill_cmd(
     if resume:  # the run keeps its saved budget unless --steps is given
         train_cfg.steps = steps
     distill_cfg = _override(DistillConfig(), images=images, feature_weight=feature_weight, logit_weight=logit_weight,
-                            temperature=temperature)
+                            temperature=temperature, vocabulary=vocabulary)
     result = distill(teacher, student, data, out, train_cfg, distill_cfg, resume=resume, cache_dir=cache_dir,
                      backbone_weights=backbone_weights)
     reused = "reused" if result.metrics["targets_reused"] else "computed"

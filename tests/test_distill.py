@@ -1,6 +1,7 @@
 import json
 import os
 import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,56 @@ def test_distill_cli_records_its_seed(tiny_world: Path, tiny_teacher_run: Path, 
                                  "--images", "16", "--seed", "5"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "student" / CONFIG_FILE).read_text())["train"]["seed"] == 5
+
+
+def _image_only_shards(world: Path, out: Path) -> Path:
+    """The world's first shard without its captions."""
+    out.mkdir()
+    source = sorted((world / "train").glob("*.tar"))[0]
+    with tarfile.open(source) as src, tarfile.open(out / "shard-000000.tar", "w") as dst:
+        for member in src:
+            if member.name.endswith(".jpg"):
+                dst.addfile(member, src.extractfile(member))
+    return out
+
+
+def test_image_only_shards_need_a_class_vocabulary_and_distil_with_one(tiny_world: Path, tiny_teacher_run: Path,
+                                                                      tmp_path: Path) -> None:
+    images = _image_only_shards(tiny_world, tmp_path / "images")
+    args = ["distill", "--teacher", str(tiny_teacher_run), "--student", STUDENT, "--data", str(images), "--steps", "1",
+            "--batch-size", "8", "--images", "16", "--cache-dir", str(tmp_path / "cache")]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert result.exit_code == 2 and "--vocabulary" in result.output
+    assert not (tmp_path / "cache").exists()  # refused before the teacher's targets were computed
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "b"), "--vocabulary", "car,tree,sky"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "b" / CONFIG_FILE).read_text())
+    assert config["distill"]["vocabulary"] == "car,tree,sky"
+    assert Path(config["teacher_run"]).is_absolute() and Path(config["data"]).is_absolute()
+
+
+@pytest.mark.parametrize("option", [["--images", "0"], ["--temperature", "0"], ["--steps", "0"],
+                                    ["--feature-weight", "0", "--logit-weight", "0"]])
+def test_settings_that_cannot_train_are_refused_before_any_work(option: list[str], tiny_world: Path,
+                                                                tiny_teacher_run: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["distill", "--teacher", str(tiny_teacher_run), "--student", STUDENT, "--data",
+                                 str(tiny_world), "--out", str(tmp_path / "s"), "--cache-dir", str(tmp_path / "c"),
+                                 *option])
+    assert result.exit_code == 2 and "error" in result.output
+    assert not (tmp_path / "c").exists() and not (tmp_path / "s").exists()
+
+
+def test_resume_refuses_another_teacher(tiny_world: Path, tiny_teacher_run: Path, tmp_path: Path) -> None:
+    kwargs = {"distill_cfg": DistillConfig(images=16), "cache_dir": tmp_path / "cache", "show_progress": False}
+    distill(tiny_teacher_run, STUDENT, tiny_world, tmp_path / "s", _train_cfg(4), stop_after=2, **kwargs)
+    other = tmp_path / "other"
+    shutil.copytree(tiny_teacher_run, other)
+    model, config = load_model(other)
+    with torch.no_grad():
+        model.logit_scale.add_(0.1)
+    save_model(model, other / MODEL_FILE, config)
+    with pytest.raises(ValueError, match="not the teacher"):
+        distill(other, STUDENT, tiny_world, tmp_path / "s", _train_cfg(4), resume=True, **kwargs)
 
 
 def test_distill_cli_caches_targets_where_told(tiny_world: Path, tiny_teacher_run: Path, tmp_path: Path) -> None:

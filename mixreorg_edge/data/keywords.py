@@ -25,14 +25,18 @@ def words(caption: str) -> list[str]:
     return re.findall(r"[a-z]+", caption.lower())
 
 
-def caption_words(shards: ImageTextShards, max_captions: int = 5000, max_words: int = 256) -> list[str]:
-    """The most frequent content words of the first captions (seen at least MIN_COUNT times), most frequent first."""
+def caption_words(
+    shards: ImageTextShards, max_captions: int = 5000, max_words: int = 256, needed_for: str = ""
+) -> list[str]:
+    """The `max_words` most frequent content words (3+ letters, seen at least MIN_COUNT times) of the first captions,
+    most frequent first; `needed_for` completes the error raised when there is none (e.g. image-only shards)."""
     counts: Counter[str] = Counter()
     for index in range(min(len(shards), max_captions)):
-        counts.update(w for w in words(shards.read(index)[1]) if w not in STOP_WORDS)
-    found = [word for word, count in counts.most_common(max_words) if count >= MIN_COUNT and len(word) > 2]
+        counts.update(w for w in words(shards.read(index)[1]) if w not in STOP_WORDS and len(w) > 2)
+    found = [word for word, count in counts.most_common(max_words) if count >= MIN_COUNT]
     if not found:
-        raise ValueError("the shards' captions have no frequent content words; pass a class list")
+        raise ValueError(f"the captions under {shards.shards[0].parent} have no content word seen {MIN_COUNT} times or more (are they "
+                         f"image-only shards?){': ' + needed_for if needed_for else ''}")
     return found
 
 

@@ -34,6 +34,17 @@ class DistillConfig:
     vocabulary: str = "captions"
     max_words: int = 256
 
+    def validate(self) -> None:
+        """Refuse settings that cannot train: no images, a non-positive temperature or weights that switch off both
+        losses."""
+        if self.images < 1:
+            raise ValueError(f"--images must be at least 1, got {self.images}")
+        if self.temperature <= 0:
+            raise ValueError(f"the distillation temperature must be positive, got {self.temperature}")
+        if self.feature_weight < 0 or self.logit_weight < 0 or self.feature_weight + self.logit_weight == 0:
+            raise ValueError(f"loss weights must be >= 0 and not both 0, got feature {self.feature_weight}, "
+                             f"logit {self.logit_weight}")
+
 
 def default_train_config() -> TrainConfig:
     """The budget of `distill` and the distillation benchmark: 4,000 steps of 64. Over 20,000 cached images
@@ -43,9 +54,11 @@ def default_train_config() -> TrainConfig:
     return TrainConfig(batch_size=64, lr=2e-3, warmup_steps=50, steps=4000, save_every=250, log_every=10)
 
 
-def distillation_vocabulary(teacher: torch.nn.Module, shards: ImageTextShards, cfg: DistillConfig) -> list[str]:
+def distillation_vocabulary(shards: ImageTextShards, cfg: DistillConfig) -> list[str]:
+    """The words whose teacher distribution the student learns: the captions' frequent words or a class list."""
     if cfg.vocabulary == "captions":
-        return caption_words(shards, max_words=cfg.max_words)
+        hint = 'pass --vocabulary with a class list (a built-in such as voc, a file or "a,b,c")'
+        return caption_words(shards, max_words=cfg.max_words, needed_for=hint)
     label_set = parse_classes(cfg.vocabulary)
     return [name for name in label_set.classes if name != "background"] + label_set.background_words
 
@@ -68,6 +81,7 @@ def distill(
     parse_student(student)  # unknown names fail before any work
     train_cfg = train_cfg or default_train_config()
     distill_cfg = distill_cfg or DistillConfig()
+    distill_cfg.validate()
     device = device or default_device()
     teacher, teacher_config = load_model(teacher_run)
     if teacher_config.get("kind") != "teacher":
@@ -80,21 +94,24 @@ def distill(
         "kind": "student",
         "student": student_cfg.to_dict(),
         "teacher": teacher_config["teacher"],
-        "teacher_run": str(teacher_run),
+        "teacher_run": str(Path(teacher_run).resolve()),  # found again from any working directory
         "teacher_fingerprint": fingerprint(teacher),
         "text_fingerprint": teacher_fingerprint(teacher),  # what a vocabulary for this student must be built by
         "distill": asdict(distill_cfg),
-        "data": str(data),
+        "data": str(Path(data).resolve()),
     }
     config = prepare_run(out, run_config, train_cfg, resume)
+    if config["teacher_fingerprint"] != run_config["teacher_fingerprint"]:
+        raise ValueError(f"--resume: {teacher_run} is not the teacher {out} was being distilled from (its weights "
+                         "differ); give that teacher, or start a new run")
     train_cfg = TrainConfig.from_dict(config["train"])
     distill_cfg = DistillConfig(**config["distill"])
     student_cfg = StudentConfig.from_dict(config["student"])
 
+    words = distillation_vocabulary(shards, distill_cfg)  # before the targets: a bad vocabulary fails in seconds
     targets = teacher_targets(
         teacher, shards, distill_cfg.images, image_size, distill_cfg.augment, cache_dir or Path(teacher_run) / "cache"
     )
-    words = distillation_vocabulary(teacher, shards, distill_cfg)
     vocabulary = embed_class_names(teacher, words, get_templates("simple")).to(device)
     scale = float(teacher.scale().detach())
     del teacher

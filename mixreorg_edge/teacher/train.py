@@ -50,7 +50,8 @@ def train_teacher(
         if "keywords" in parent_config:
             run_config["keywords"] = parent_config["keywords"]
     elif teacher_cfg.keyword_prompts > 0 and not resume:  # a resumed run keeps its saved keywords
-        run_config["keywords"] = caption_words(shards, max_words=teacher_cfg.keyword_vocabulary)
+        run_config["keywords"] = caption_words(shards, max_words=teacher_cfg.keyword_vocabulary,
+                                               needed_for="the keyword loss (keyword_prompts > 0) needs captions")
     config = prepare_run(out, run_config, train_cfg, resume)
     teacher_cfg, train_cfg = TeacherConfig.from_dict(config["teacher"]), TrainConfig.from_dict(config["train"])
     torch.manual_seed(train_cfg.seed)
