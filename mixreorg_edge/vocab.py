@@ -103,6 +103,11 @@ class LabelSet:
             raise ValueError(f"duplicate class names / background words: {', '.join(duplicates)}")
         if not 0.0 <= self.background_threshold <= 1.0:
             raise ValueError(f"background_threshold must be in [0, 1], got {self.background_threshold}")
+        if BACKGROUND in self.classes and not self.background_words and self.background_threshold == 0.0:
+            raise ValueError(f"a {BACKGROUND!r} class needs background words (e.g. sky, grass, wall) or a "
+                             "background_threshold (GroupViT's: 0.95 for VOC, 0.35 for Context), or it could never "
+                             'be predicted: give a class file {"classes": [...], "background_words": [...]} or '
+                             '{"classes": [...], "background_threshold": 0.95}, or leave "background" out')
 
 
 def _clean_names(names: object, what: str, allow_empty: bool = False) -> list[str]:

@@ -100,7 +100,6 @@ def evaluate_biases(
     protocol: SlidingWindow,
     biases: Sequence[float],
     templates: str = "ensemble",
-    background_threshold: float = 0.0,
     show_progress: bool = False,
     text_model: torch.nn.Module | None = None,
     description: str = "eval",
@@ -112,7 +111,7 @@ def evaluate_biases(
         raise ValueError("give at least one background bias")
     model.eval()
     vocabulary: Vocabulary = build_vocabulary(
-        text_model or model, dataset.classes, dataset.background_words, templates, background_threshold
+        text_model or model, dataset.classes, dataset.background_words, templates, dataset.background_threshold
     )
     head = VocabularyHead(vocabulary).to(next(model.parameters()).device)
     metrics = {float(bias): SegmentationMetric(len(dataset.classes)) for bias in biases}
@@ -149,7 +148,6 @@ def evaluate(
     dataset: SegmentationFolder,
     protocol: SlidingWindow,
     templates: str = "ensemble",
-    background_threshold: float = 0.0,
     show_progress: bool = False,
     text_model: torch.nn.Module | None = None,
     background_bias: float = 0.0,
@@ -157,5 +155,5 @@ def evaluate(
     """Zero-shot mIoU of `model` on a segmentation folder, accumulated over the whole dataset. Class names are
     embedded by `text_model` (default: `model` itself; a student passes its teacher); `background_bias` is the
     model's calibrated background log-prior (see calibration.py; 0 = uncalibrated)."""
-    return evaluate_biases(model, dataset, protocol, (background_bias,), templates, background_threshold,
-                           show_progress, text_model)[float(background_bias)]
+    return evaluate_biases(model, dataset, protocol, (background_bias,), templates, show_progress,
+                           text_model)[float(background_bias)]

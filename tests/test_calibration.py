@@ -123,3 +123,22 @@ def test_vocab_build_and_segment_keep_the_run_calibration(run: Path, tune_split:
     assert result.exit_code == 2 and _said(result, "needs background words")
     assert run_vocabulary(run, "synthetic-objects", None)[2].background_bias == -2.0
     assert run_vocabulary(run, "a,b", None)[2].background_bias == 0.0
+
+
+@pytest.mark.parametrize("threshold, background_everywhere", [(1.0, True), (1e-6, False)])
+def test_a_dataset_without_background_words_uses_its_background_threshold(
+    run: Path, tune_split: Path, tmp_path: Path, threshold: float, background_everywhere: bool
+) -> None:
+    """GroupViT's rule from classes.json: background where no class reaches the threshold (1.0: every pixel)."""
+    split = Path(shutil.copytree(tune_split, tmp_path / "split"))
+    spec = json.loads((split / "classes.json").read_text())
+    spec["background_words"] = {}
+    spec["background_threshold"] = {"objects": threshold}
+    (split / "classes.json").write_text(json.dumps(spec))
+    scores = evaluate_run(run, split, "objects", background_bias=0.0)
+    iou = scores["per_class_iou"]
+    foreground = [value for name, value in iou.items() if name != "background" and value is not None]
+    if background_everywhere:
+        assert iou["background"] > 0.0 and max(foreground) == 0.0
+    else:  # background never wins
+        assert iou["background"] == 0.0

@@ -10,7 +10,7 @@ from PIL import Image
 from mixreorg_edge.data.segfolder import SegmentationFolder
 
 CLASSES = {
-    "label_sets": {"objects": ["cat", "dog"], "context": ["sky", "grass", "road"], "empty": []},
+    "label_sets": {"objects": ["background", "cat", "dog"], "context": ["sky", "grass", "road"], "empty": []},
     "background_words": {"objects": ["sky", "wall"]},
 }
 
@@ -33,7 +33,8 @@ def root(tmp_path: Path) -> Path:
 
 def test_reads_images_masks_and_classes(root: Path) -> None:
     ds = SegmentationFolder(root, "objects")
-    assert (len(ds), ds.label_set, ds.classes, ds.background_words) == (2, "objects", ["cat", "dog"], ["sky", "wall"])
+    assert (len(ds), ds.label_set, ds.classes, ds.background_words) == (
+        2, "objects", ["background", "cat", "dog"], ["sky", "wall"])
     image, mask, key = ds[1]
     assert key == "img1" and image.mode == "RGB" and image.size == (8, 6)
     assert mask.dtype == np.uint8 and mask.shape == (6, 8)
@@ -53,6 +54,33 @@ def test_errors(root: Path) -> None:
         SegmentationFolder(root, "objects")
     (root / "classes.json").unlink()
     with pytest.raises(FileNotFoundError, match="classes.json"):
+        SegmentationFolder(root, "objects")
+
+
+def test_background_threshold_is_read_per_label_set(root: Path) -> None:
+    spec = {"label_sets": {"voc": ["background", "cat"], "objects": ["background", "cat"]},
+            "background_threshold": {"voc": 0.95}}
+    (root / "classes.json").write_text(json.dumps(spec))
+    (root / "masks" / "voc").mkdir()
+    for mask in (root / "masks" / "objects").iterdir():
+        (root / "masks" / "voc" / mask.name).write_bytes(mask.read_bytes())
+    voc = SegmentationFolder(root, "voc")
+    assert voc.background_threshold == 0.95 and voc.background_words == []
+    with pytest.raises(ValueError, match="background words"):  # a background class that could never win
+        SegmentationFolder(root, "objects")
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"label_sets": {"objects": "cat"}}, "must be a list"),
+    ({"label_sets": ["cat"]}, "must be an object"),
+    ({"label_sets": {"objects": ["background", "cat"]}, "background_words": ["sky"]}, "must be an object"),
+    ({"label_sets": {"objects": ["background", "cat"]}, "background_threshold": {"objects": "high"}}, "a number"),
+    ({"label_sets": {"objects": ["background", "cat"]}, "background_threshold": {"objects": 2.0}}, r"\[0, 1\]"),
+    ([1, 2], "must hold an object"),
+])
+def test_malformed_classes_json_is_refused_clearly(root: Path, spec: object, message: str) -> None:
+    (root / "classes.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match=message):
         SegmentationFolder(root, "objects")
 
 

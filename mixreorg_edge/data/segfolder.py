@@ -5,7 +5,8 @@ Layout::
     ROOT/images/{key}.jpg|jpeg|png
     ROOT/masks/{label_set}/{key}.png   # mode L (or P), class indices, 255 = ignore
     ROOT/classes.json                  # {"label_sets": {name: [class, ...]},
-                                       #  "background_words": {name: [word, ...]}}
+                                       #  "background_words": {name: [word, ...]},   (optional)
+                                       #  "background_threshold": {name: number}}   (optional)
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..vocab import LabelSet
 from .transforms import to_rgb8
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MASK_MODES = ("L", "P")
 
 
-def _read_classes(root: Path, label_set: str) -> tuple[list[str], list[str]]:
-    """Return ``(classes, background_words)`` of ``label_set`` from ``root/classes.json``."""
+def _read_label_set(root: Path, label_set: str) -> LabelSet:
+    """The classes, background words and background threshold of ``label_set`` from ``root/classes.json``."""
     path = root / "classes.json"
     if not path.is_file():
         raise FileNotFoundError(f"classes.json not found: {path}")
@@ -31,16 +33,29 @@ def _read_classes(root: Path, label_set: str) -> tuple[list[str], list[str]]:
         spec = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"invalid JSON in {path}: {err}") from err
-    label_sets = spec.get("label_sets") if isinstance(spec, dict) else None
-    if not isinstance(label_sets, dict):
-        raise ValueError(f'{path} has no "label_sets" object')
+    if not isinstance(spec, dict):
+        raise ValueError(f'{path} must hold an object with "label_sets"')
+    label_sets = _per_label_set(spec, "label_sets", path)
     if label_set not in label_sets:
         raise ValueError(f"unknown label set {label_set!r} in {path}; available: {sorted(label_sets)}")
-    classes = label_sets[label_set]
-    if not classes:
+    threshold = _per_label_set(spec, "background_threshold", path).get(label_set, 0.0)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise ValueError(f"{path}: the background_threshold of {label_set!r} must be a number, got {threshold!r}")
+    if not label_sets[label_set]:
         raise ValueError(f"label set {label_set!r} has no classes")
-    background = (spec.get("background_words") or {}).get(label_set) or []
-    return [str(c) for c in classes], [str(w) for w in background]
+    words = _per_label_set(spec, "background_words", path).get(label_set) or []
+    try:
+        return LabelSet(label_sets[label_set], words, float(threshold))
+    except ValueError as err:
+        raise ValueError(f"{path}, label set {label_set!r}: {err}") from None
+
+
+def _per_label_set(spec: dict, key: str, path: Path) -> dict:
+    """``spec[key]``, an object keyed by label set (absent: empty, except for the required "label_sets")."""
+    value = spec.get(key, None if key == "label_sets" else {})
+    if not isinstance(value, dict):
+        raise ValueError(f'{path}: "{key}" must be an object keyed by label set name, got {type(value).__name__}')
+    return value
 
 
 def _list_images(images_dir: Path) -> dict[str, Path]:
@@ -64,7 +79,9 @@ class SegmentationFolder:
         if not self.root.is_dir():
             raise FileNotFoundError(f"dataset root not found: {self.root}")
         self.label_set = label_set
-        self.classes, self.background_words = _read_classes(self.root, label_set)
+        labels = _read_label_set(self.root, label_set)
+        self.classes, self.background_words = labels.classes, labels.background_words
+        self.background_threshold = labels.background_threshold  # GroupViT's rule, used without background words
         self._images = _list_images(self.root / "images")
         self._keys = list(self._images)
         masks_dir = self.root / "masks" / label_set
