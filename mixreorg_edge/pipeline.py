@@ -36,9 +36,6 @@ def protocol_of(
     recorded = config["teacher"]["eval"]
     settings = {"short_side": short_side, "window": window, "stride": stride}
     settings = {key: recorded[key] if value is None else value for key, value in settings.items()}
-    for key, value in settings.items():
-        if value < 1:
-            raise ValueError(f"{key} must be a positive number of pixels, got {value}")
     return SlidingWindow(**settings)
 
 
@@ -106,8 +103,13 @@ def quickstart(
     from .teacher.presets import get_preset
     from .teacher.train import train_teacher
 
-    if distill_steps < 1:  # checked before minutes of data generation and evaluation, not when distillation starts
+    # Checked before minutes of data generation and evaluation, not when the step that needs them starts.
+    if distill_steps < 1:
         raise ValueError(f"distill_steps must be at least 1, got {distill_steps}")
+    if minutes is not None and not from_scratch:
+        raise ValueError("--minutes applies to --from-scratch training only")
+    if minutes is not None and minutes <= 0:
+        raise ValueError(f"--minutes must be positive, got {minutes}")
     console = console or Console()
     out = Path(out)
     if (out / "teacher").exists() or (out / "student").exists():
@@ -127,8 +129,6 @@ def quickstart(
         train_teacher(data_dir / "train", teacher_dir, teacher_cfg, train_cfg)
         teacher_source = "trained from scratch"
     else:
-        if minutes is not None:
-            raise ValueError("--minutes applies to --from-scratch training only")
         # The model only: a teacher-target cache that a local benchmark left next to the shipped weights stays there.
         shutil.copytree(shipped_teacher(), teacher_dir, ignore=shutil.ignore_patterns("cache"))
         teacher_source = "shipped checkpoint (see its config.json for the command that made it)"

@@ -28,7 +28,7 @@ def read_image(path: Path) -> Image.Image:
         with Image.open(path) as image:
             image.load()
             return to_rgb8(ImageOps.exif_transpose(image))
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"cannot read image {path}: {error}") from None
 
 

@@ -33,6 +33,14 @@ class SlidingWindow:
     stride: int
     max_long_side: int = 2048
 
+    def __post_init__(self) -> None:
+        for name in ("short_side", "window", "stride", "max_long_side"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive number of pixels, got {getattr(self, name)}")
+        if self.stride > self.window:
+            raise ValueError(f"the stride ({self.stride}) must not exceed the window ({self.window}): pixels between "
+                             "windows would get no prediction")
+
 
 def resize_short_side(image: Image.Image, short_side: int, max_long_side: int = 2048) -> Image.Image:
     """Resize so the short side is `short_side`, the long side capped at `max_long_side` (aspect kept)."""
@@ -77,21 +85,58 @@ def sliding_window_logits(
 
 
 @torch.no_grad()
-def image_logits(model: DenseModel, head: VocabularyHead, image: Image.Image, protocol: SlidingWindow) -> torch.Tensor:
-    """PIL image of any size -> (1, V, H, W) vocabulary logits at the image's own resolution."""
+def resized_logits(model: DenseModel, head: VocabularyHead, image: Image.Image, protocol: SlidingWindow) -> torch.Tensor:
+    """PIL image of any size -> (1, V, h, w) vocabulary logits at the protocol's resized resolution."""
     device = next(head.parameters()).device
     resized = resize_short_side(image.convert("RGB"), protocol.short_side, protocol.max_long_side)
     pixels = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1)[None].to(device)
-    logits = sliding_window_logits(model, head, normalize_uint8(pixels), protocol.window, protocol.stride)
+    return sliding_window_logits(model, head, normalize_uint8(pixels), protocol.window, protocol.stride)
+
+
+@torch.no_grad()
+def image_logits(model: DenseModel, head: VocabularyHead, image: Image.Image, protocol: SlidingWindow) -> torch.Tensor:
+    """PIL image of any size -> (1, V, H, W) vocabulary logits at the image's own resolution."""
+    logits = resized_logits(model, head, image, protocol)
     return F.interpolate(logits, size=(image.height, image.width), mode="bilinear", align_corners=False)
+
+
+def bilinear_weights(out_size: int, in_size: int) -> torch.Tensor:
+    """(out_size, in_size) weights of `F.interpolate(mode="bilinear", align_corners=False)` along one axis, so a band
+    of output rows can be interpolated on its own."""
+    source = ((torch.arange(out_size, dtype=torch.float32) + 0.5) * (in_size / out_size) - 0.5).clamp(min=0.0)
+    low = source.floor().long().clamp(max=in_size - 1)
+    high = (low + 1).clamp(max=in_size - 1)
+    fraction = source - low
+    weights = torch.zeros(out_size, in_size)
+    rows = torch.arange(out_size)
+    weights.index_put_((rows, low), 1.0 - fraction, accumulate=True)
+    weights.index_put_((rows, high), fraction, accumulate=True)
+    return weights
 
 
 @torch.no_grad()
 def predict_label_map(
-    model: DenseModel, head: VocabularyHead, image: Image.Image, protocol: SlidingWindow
+    model: DenseModel, head: VocabularyHead, image: Image.Image, protocol: SlidingWindow,
+    max_bytes: int = 256 * 2**20,
 ) -> np.ndarray:
-    """PIL image of any size -> (H, W) label-set indices at the image's own resolution."""
-    return head.labels(image_logits(model, head, image, protocol))[0].cpu().numpy().astype(np.int64)
+    """PIL image of any size -> (H, W) label-set indices at the image's own resolution.
+
+    Upsampled logits larger than `max_bytes` (a 12-megapixel photo with ADE20K's 150 classes: 7 GB) are made and
+    labelled in bands of rows, with the same bilinear weights."""
+    logits = resized_logits(model, head, image, protocol)
+    channels, height, width = logits.shape[1], image.height, image.width
+    if channels * height * width * 4 <= max_bytes:
+        upsampled = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+        return head.labels(upsampled)[0].cpu().numpy().astype(np.int64)
+    row_weights = bilinear_weights(height, logits.shape[2]).to(logits.device)
+    column_weights = bilinear_weights(width, logits.shape[3]).to(logits.device)
+    band = max(1, max_bytes // (channels * width * 4))
+    labels = np.empty((height, width), dtype=np.int64)
+    for top in range(0, height, band):
+        rows = row_weights[top : top + band]
+        upsampled = torch.einsum("yh,vhw,xw->vyx", rows, logits[0], column_weights)
+        labels[top : top + len(rows)] = head.labels(upsampled[None])[0].cpu().numpy()
+    return labels
 
 
 def evaluate_biases(

@@ -3,6 +3,7 @@ import json
 import tarfile
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from mixreorg_edge.cli import app
@@ -81,9 +82,14 @@ def test_eval_protocol_overrides_are_used_and_checked(tiny_world: Path, tiny_tea
     assert result.exit_code == 2 and "stride must be a positive" in result.output
 
 
-def test_quickstart_refuses_a_non_positive_distill_budget(tmp_path: Path) -> None:
-    result = _run("quickstart", "--out", str(tmp_path / "qs"), "--distill-steps", "0")
-    assert result.exit_code == 2 and "at least 1" in result.output
+@pytest.mark.parametrize("args, message", [
+    (["--distill-steps", "0"], "at least 1"),
+    (["--minutes", "3"], "--from-scratch"),
+    (["--from-scratch", "--minutes", "0"], "positive"),
+])
+def test_quickstart_refuses_bad_budgets_before_any_work(args: list[str], message: str, tmp_path: Path) -> None:
+    result = _run("quickstart", "--out", str(tmp_path / "qs"), *args)
+    assert result.exit_code == 2 and message in result.output
     assert not (tmp_path / "qs").exists()
 
 

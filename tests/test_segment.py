@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from mixreorg_edge.segment import read_image
@@ -42,3 +43,11 @@ def test_read_image_scales_a_16_bit_grayscale_png_instead_of_clipping_it(tmp_pat
     shown = np.asarray(read_image(path))
     assert shown.shape == (4, 3, 3)
     assert shown[0, :, 0].tolist() == [0, 128, 255] and (shown[..., 0] == shown[..., 2]).all()
+
+
+def test_an_image_over_pillows_decompression_limit_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "huge.png"
+    Image.new("RGB", (64, 64)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4,096 pixels: over twice the limit, Pillow's error
+    with pytest.raises(ValueError, match="cannot read image"):
+        read_image(path)
