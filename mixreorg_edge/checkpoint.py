@@ -152,7 +152,7 @@ def save_training_state(
     atomic_save_safetensors(tensors, path, metadata)
 
 
-def _check_model_match(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+def check_model_match(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     """Raise ValueError when ``state`` does not fit ``model`` exactly (keys and shapes)."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(expected.keys() - state.keys())
@@ -168,7 +168,7 @@ def _check_model_match(model: torch.nn.Module, state: dict[str, torch.Tensor], p
         if items
     ]
     if problems:
-        raise ValueError(f"training state {path} does not match the model; " + "; ".join(problems))
+        raise ValueError(f"{path} does not match the model its config describes; " + "; ".join(problems))
 
 
 def load_training_state(
@@ -177,7 +177,7 @@ def load_training_state(
     """Restore ``model`` and ``optimizer`` in place; return ``(step, extra, rng)``."""
     tensors, metadata = read_safetensors(path, TRAINING_STATE_KIND)
     model_state = _split(tensors, "model.")
-    _check_model_match(model, model_state, Path(path))
+    check_model_match(model, model_state, Path(path))
     model.load_state_dict(model_state)
     param_groups = json.loads(metadata["param_groups"])
     optimizer.load_state_dict(_optimizer_state(_split(tensors, "optim."), param_groups, optimizer))

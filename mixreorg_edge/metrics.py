@@ -8,7 +8,7 @@ import torch
 
 
 class SegmentationMetric:
-    """Accumulates a confusion matrix over a dataset (GroupViT/mmseg convention): mIoU = mean over classes of IoU, where classes whose union is 0 over the whole dataset are excluded (NaN in per_class_iou)."""
+    """Accumulates a confusion matrix over a dataset (GroupViT/mmseg convention): mIoU = mean over classes of IoU, where classes whose union is 0 over the whole dataset are excluded (None in per_class_iou)."""
 
     def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
         if num_classes <= 0:

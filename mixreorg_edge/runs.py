@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from .checkpoint import atomic_write, load_model_state
+from .checkpoint import atomic_write, check_model_match, load_model_state
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
@@ -44,7 +44,8 @@ def model_file(run: Path) -> Path:
 
 def load_model(run: Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model saved in a run (its kind is read from the saved config) in eval mode."""
-    state, config = load_model_state(model_file(run))
+    path = model_file(run)
+    state, config = load_model_state(path)
     kind = config.get("kind")
     if kind == "teacher":
         from .teacher.config import TeacherConfig
@@ -57,6 +58,7 @@ def load_model(run: Path) -> tuple[nn.Module, dict[str, Any]]:
         model = DenseStudent(StudentConfig.from_dict(config["student"]))
     else:
         raise ValueError(f"{run}: unknown model kind {kind!r} in its config")
+    check_model_match(model, state, path)  # an edited or foreign file: one clear line, not a torch traceback
     model.load_state_dict(state)
     return model.eval(), config
 

@@ -136,3 +136,13 @@ def test_init_from_refuses_a_student_and_a_second_initialisation(
     with pytest.raises(ValueError, match="not both"):
         train_teacher(tiny_world / "train", tmp_path / "b", tiny_teacher_config(), tiny_train_config(steps=1),
                       init_from=tiny_teacher_run, init_image=tiny_teacher_run / MODEL_FILE, show_progress=False)
+
+
+def test_a_model_file_that_does_not_fit_its_config_is_a_clear_error(tiny_teacher_run: Path, tmp_path: Path) -> None:
+    model, config = load_model(tiny_teacher_run)
+    edited = json.loads(json.dumps(config))
+    edited["teacher"]["embed_dim"] += 8  # the weights no longer fit the architecture the config describes
+    (tmp_path / "run").mkdir()
+    save_model(model, tmp_path / "run" / MODEL_FILE, edited)
+    with pytest.raises(ValueError, match="does not match the model"):
+        load_model(tmp_path / "run")

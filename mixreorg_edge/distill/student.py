@@ -20,7 +20,8 @@ OUTPUTS = ("scores", "labels")
 
 @dataclass
 class StudentConfig:
-    """Everything needed to rebuild a student; `image_size` is the fixed input size it is deployed at."""
+    """Everything needed to rebuild a student; `image_size` records the size it was distilled at (its teacher's
+    training size; a student runs at any size that is a multiple of its backbone's stride)."""
 
     student: str = "mobilevit"  # "family" or "family:size", see students.FAMILIES
     embed_dim: int = 256  # the teacher's joint-space dimension E

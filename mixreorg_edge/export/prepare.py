@@ -48,7 +48,7 @@ def fold_batchnorms(model: nn.Module) -> int:
 
 @torch.inference_mode()
 def prepare_for_inference(model: nn.Module, example: torch.Tensor, atol: float = 1e-3) -> nn.Module:
-    """An eval-mode, re-parameterised, BatchNorm-folded, channels-last copy of `model`.
+    """An eval-mode, re-parameterised, BatchNorm-folded, channels-last copy of `model` (which is put in eval mode too).
 
     The copy's output on `example` must match the original's (floating outputs within `atol` times the output's
     scale, max(1, max |output|), so raw features of any magnitude are held to the same relative rounding as unit-norm

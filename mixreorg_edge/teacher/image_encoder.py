@@ -25,7 +25,6 @@ class Grouped:
     segments: torch.Tensor  # (B, S, D) final segment features
     hard: list[torch.Tensor]  # per grouping stage, (B, L_in, G_out)
     soft: list[torch.Tensor]
-    tokens: torch.Tensor  # (B, L, D) patch tokens entering the first grouping block
 
 
 def _conv_stem(width: int, patch: int) -> nn.Sequential:
@@ -158,7 +157,7 @@ class GroupViTImageEncoder(nn.Module):
             softs.append(soft)
         for block in self.last_blocks:
             segments = block(segments)
-        return Grouped(self.norm(segments), hards, softs, tokens)
+        return Grouped(self.norm(segments), hards, softs)
 
     def stage_one(self, tokens: torch.Tensor) -> torch.Tensor:
         """Stage-1 layers over [tokens; group tokens]."""

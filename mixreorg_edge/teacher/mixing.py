@@ -19,7 +19,6 @@ class MixPlan:
     """`source[n, p]` is the batch index of the image whose token p mixed image n holds."""
 
     source: torch.Tensor  # (N, L) long
-    grid: tuple[int, int]
 
     @property
     def num_tokens(self) -> int:
@@ -43,7 +42,7 @@ def make_plan(
     perm = perm.view(groups, bh, bw, images).repeat_interleave(block, 1).repeat_interleave(block, 2)[:, :h, :w]
     perm = perm.permute(0, 3, 1, 2).reshape(groups, images, h * w)  # (G, K, L)
     offsets = (torch.arange(groups) * images).view(groups, 1, 1)
-    return MixPlan(source=(perm + offsets).reshape(batch, h * w), grid=grid)
+    return MixPlan(source=(perm + offsets).reshape(batch, h * w))
 
 
 def mix_tokens(tokens: torch.Tensor, plan: MixPlan) -> torch.Tensor:

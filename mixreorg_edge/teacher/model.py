@@ -98,9 +98,6 @@ class MixReorgTeacher(nn.Module):
         """Stage-1 output tokens projected one by one (the "token" readout): (B, L, E), L2-normalised."""
         return normalize(self.image_proj(self.token_norm(tokens)))
 
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        return self.image_embedding(self.image_encoder(images))
-
     def encode_dense(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised images -> (B, E, H/p, W/p) per-token embeddings.
 
@@ -141,7 +138,7 @@ class MixReorgTeacher(nn.Module):
             return self._with_keywords(terms, image, encoder.first_stage.split(joint_orig)[0], keywords)
 
         plan = make_plan(images.shape[0], encoder.token_grid(tuple(images.shape[-2:])), mixing.images, mixing.block)
-        plan = MixPlan(plan.source.to(images.device), plan.grid)
+        plan = MixPlan(plan.source.to(images.device))
         if mixing.contextual:
             tokens_mixed = mix_tokens(tokens_orig, plan)
         else:
