@@ -33,11 +33,10 @@ from mixreorg_edge.bench.report import print_rows, write_results
 from mixreorg_edge.distill.train import DistillConfig, default_train_config, distill
 from mixreorg_edge.calibration import CALIBRATION_FILE
 from mixreorg_edge.pipeline import calibrate_run, evaluate_run
-from mixreorg_edge.checkpoint import load_model_state
+from mixreorg_edge.checkpoint import fingerprint, load_model_state
 from mixreorg_edge.runs import CONFIG_FILE, METRICS_FILE, MODEL_FILE, load_model
 from mixreorg_edge.teacher.model import MixReorgTeacher
 from mixreorg_edge.teacher.presets import get_preset
-from mixreorg_edge.vocab import teacher_fingerprint
 
 RESULTS = Path(__file__).parent / "results" / "distill_toy.json"
 DEFAULT_STUDENTS = ("mobilevit:xxs", "mobilevitv2:050", "efficientvit:b0", "mobilenetv4:conv_small", "repvit:m0_9",
@@ -45,14 +44,15 @@ DEFAULT_STUDENTS = ("mobilevit:xxs", "mobilevitv2:050", "efficientvit:b0", "mobi
 SIZE = 448
 
 
-def _finished_with(run: Path, steps: int, teacher_text: str) -> bool:
-    """A finished student run of `steps` steps distilled from this teacher with `distill`'s default settings (a run
-    of another teacher, or with other settings such as fewer cached images, is redone)."""
+def _finished_with(run: Path, steps: int, teacher_weights: str, train_data: Path) -> bool:
+    """A finished student run of `steps` steps distilled from this teacher (fingerprint of its weights) on these
+    images with `distill`'s default settings (a run of another teacher or data, or with other settings such as
+    fewer cached images, is redone)."""
     if not (run / MODEL_FILE).exists():
         return False
     config = load_model_state(run / MODEL_FILE)[1]  # the run's config, with the step it was saved at
-    return (config["step"] == steps and config.get("text_fingerprint") == teacher_text
-            and config.get("distill") == asdict(DistillConfig()))
+    return (config["step"] == steps and config.get("teacher_fingerprint") == teacher_weights
+            and config.get("data") == str(train_data.resolve()) and config.get("distill") == asdict(DistillConfig()))
 
 
 def evaluate_objects(run: Path, val: Path, tune: Path | None, calibration: Path) -> dict:
@@ -68,16 +68,16 @@ def evaluate_objects(run: Path, val: Path, tune: Path | None, calibration: Path)
 
 
 def distil_and_evaluate(
-    student: str, teacher: Path, teacher_text: str, data: Path, runs: Path, steps: int, threads: int,
+    student: str, teacher: Path, teacher_weights: str, data: Path, runs: Path, steps: int, threads: int,
     tune: Path | None = None,
 ) -> dict:
-    """Distil `student` from `teacher` (text fingerprint `teacher_text`), or reuse a finished run of it, and evaluate
+    """Distil `student` from `teacher` (fingerprint `teacher_weights`), or reuse a finished run of it, and evaluate
     it: its result row, no cost yet."""
     torch.set_num_threads(threads)
     run = runs / student.replace(":", "-")
     train_cfg = default_train_config()
     train_cfg.steps = steps
-    if _finished_with(run, steps, teacher_text):
+    if _finished_with(run, steps, teacher_weights, data / "train"):
         seconds = json.loads((run / METRICS_FILE).read_text().splitlines()[-1])["elapsed"]  # reuse a finished run
         distill_threads = json.loads((run / CONFIG_FILE).read_text())["provenance"]["threads"]  # as it was distilled
         reused = True
@@ -121,10 +121,10 @@ def main() -> None:
     teacher_miou = teacher_objects["objects_miou"]
     teacher_context = evaluate_run(args.teacher, args.data / "val", "context")["miou"]
     teacher, _ = load_model(args.teacher)
-    teacher_text = teacher_fingerprint(teacher)
+    teacher_weights = fingerprint(teacher)
     threads = max(1, torch.get_num_threads() // args.jobs)
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(distil_and_evaluate, student, args.teacher, teacher_text, args.data, args.runs,
+        futures = [pool.submit(distil_and_evaluate, student, args.teacher, teacher_weights, args.data, args.runs,
                                args.steps, threads, args.tune_data) for student in args.students]
         students = [future.result() for future in futures]
 

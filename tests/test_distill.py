@@ -88,6 +88,7 @@ def test_image_only_shards_need_a_class_vocabulary_and_distil_with_one(tiny_worl
     config = json.loads((tmp_path / "b" / CONFIG_FILE).read_text())
     assert config["distill"]["vocabulary"] == "car,tree,sky"
     assert Path(config["teacher_run"]).is_absolute() and Path(config["data"]).is_absolute()
+    assert config["student"]["student"] == "mobilenetv4:conv_small"  # the family's default size, named
 
 
 @pytest.mark.parametrize("option", [["--images", "0"], ["--temperature", "0"], ["--steps", "0"],
@@ -99,6 +100,15 @@ def test_settings_that_cannot_train_are_refused_before_any_work(option: list[str
                                  *option])
     assert result.exit_code == 2 and "error" in result.output
     assert not (tmp_path / "c").exists() and not (tmp_path / "s").exists()
+
+
+def test_a_cache_dir_that_cannot_be_made_is_a_clear_error(tiny_world: Path, tiny_teacher_run: Path,
+                                                         tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("")
+    result = runner.invoke(app, ["distill", "--teacher", str(tiny_teacher_run), "--student", STUDENT, "--data",
+                                 str(tiny_world), "--out", str(tmp_path / "s"), "--steps", "1", "--images", "8",
+                                 "--cache-dir", str(tmp_path / "a_file" / "cache")])
+    assert result.exit_code == 2 and "--cache-dir" in result.output
 
 
 def test_resume_refuses_another_teacher(tiny_world: Path, tiny_teacher_run: Path, tmp_path: Path) -> None:

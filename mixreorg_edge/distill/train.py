@@ -3,6 +3,7 @@ distribution over a distillation vocabulary (logit distillation). Images only: n
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from ..checkpoint import fingerprint
 from ..data.keywords import caption_words
 from ..data.shards import ImageTextShards
 from ..data.transforms import normalize_uint8
-from ..runs import load_model
+from ..runs import load_model, model_file
 from ..training import TrainConfig, TrainResult, default_device, prepare_run, run_training
 from ..vocab import embed_class_names, get_templates, parse_classes, teacher_fingerprint
 from .losses import feature_loss, logit_loss
@@ -63,6 +64,19 @@ def distillation_vocabulary(shards: ImageTextShards, cfg: DistillConfig) -> list
     return [name for name in label_set.classes if name != "background"] + label_set.background_words
 
 
+def writable_cache_dir(path: Path) -> Path:
+    """`path`, created if needed; a clear error, before minutes of work, where the targets could not be written."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"cannot create the teacher-target cache {path} ({error.strerror}); choose one with "
+                         "--cache-dir") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"the teacher-target cache {path} is not writable; choose another with --cache-dir")
+    return path
+
+
 def distill(
     teacher_run: Path,
     student: str,
@@ -78,7 +92,7 @@ def distill(
     stop_after: int | None = None,
 ) -> TrainResult:
     """Distil the teacher in `teacher_run` into `student` ("family[:size]") on the images under `data`."""
-    parse_student(student)  # unknown names fail before any work
+    student = str(parse_student(student))  # unknown names fail before any work; "family:size" is recorded
     train_cfg = train_cfg or default_train_config()
     distill_cfg = distill_cfg or DistillConfig()
     distill_cfg.validate()
@@ -109,9 +123,8 @@ def distill(
     student_cfg = StudentConfig.from_dict(config["student"])
 
     words = distillation_vocabulary(shards, distill_cfg)  # before the targets: a bad vocabulary fails in seconds
-    targets = teacher_targets(
-        teacher, shards, distill_cfg.images, image_size, distill_cfg.augment, cache_dir or Path(teacher_run) / "cache"
-    )
+    cache_dir = writable_cache_dir(cache_dir or model_file(teacher_run).parent / "cache")
+    targets = teacher_targets(teacher, shards, distill_cfg.images, image_size, distill_cfg.augment, cache_dir)
     vocabulary = embed_class_names(teacher, words, get_templates("simple")).to(device)
     scale = float(teacher.scale().detach())
     del teacher
