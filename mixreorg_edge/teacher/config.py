@@ -5,8 +5,10 @@ Every MixReorg component can be switched off here; that is how the ablation runs
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from ..configs import config_from_dict
 
 
 @dataclass
@@ -123,23 +125,4 @@ class TeacherConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TeacherConfig":
-        return _from_dict(cls, data)
-
-
-def _from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Rebuild a (nested) dataclass from `asdict` output; unknown keys are an error."""
-    names = {f.name: f for f in fields(cls)}
-    unknown = set(data) - set(names)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
-    kwargs: dict[str, Any] = {}
-    defaults = cls()
-    for name, value in data.items():
-        default = getattr(defaults, name)
-        if is_dataclass(default):
-            kwargs[name] = _from_dict(type(default), value)
-        elif isinstance(default, tuple):
-            kwargs[name] = tuple(value)
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)
+        return config_from_dict(cls, data)
