@@ -106,6 +106,9 @@ def train_teacher_cmd(
         f"trained {result.steps} steps in {result.seconds / 60:.1f} min, final loss {result.final_loss:.3f}, "
         f"{result.metrics['corrupt_images']} corrupt images skipped -> [bold]{result.run}[/]"
     )
+    if result.metrics["truncated_shards"]:
+        console.print(f"[yellow]warning:[/] {result.metrics['truncated_shards']} shard(s) end early (cut downloads?); "
+                      "their complete samples were used")
 
 
 @app.command("eval")

@@ -155,8 +155,12 @@ def run_training(
     extra_metrics: Callable[[], dict[str, Any]] | None = None,
     show_progress: bool = True,
     stop_after: int | None = None,
+    data_state: Any | None = None,
 ) -> TrainResult:
     """Optimise `model` with `step_fn(step)` -> {"loss": ..., other terms} until the budget is spent.
+
+    `data_state`: an object with `state_dict()` / `load_state_dict()` (JSON-able) whose state is checkpointed and
+    restored with the run's (e.g. the corrupt images a data loader has met).
 
     Saves RUN/checkpoint.safetensors and RUN/model.safetensors (weights + `config`) every `save_every` steps and at
     the end. `stop_after` ends early at that step after saving, as an interruption would (used by tests)."""
@@ -170,6 +174,8 @@ def run_training(
     if resume:
         step, extra, rng = load_training_state(out / STATE_FILE, model, optimizer)
         elapsed = float(extra["elapsed"])
+        if data_state is not None and "data" in extra:
+            data_state.load_state_dict(extra["data"])
         torch.set_rng_state(rng["cpu"])
         if "cuda" in rng and device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"])
@@ -212,8 +218,8 @@ def run_training(
                 status = f"step {step} loss {last_loss:.3f} {rate:.0f} img/s"
                 progress.update(task, completed=budget.progress(step, elapsed), status=status)
             if step % train_cfg.save_every == 0:
-                save_checkpoint(out, model, optimizer, step, elapsed, config)
-    save_checkpoint(out, model, optimizer, step, elapsed, config)
+                save_checkpoint(out, model, optimizer, step, elapsed, config, data_state)
+    save_checkpoint(out, model, optimizer, step, elapsed, config, data_state)
     return TrainResult(out, step, elapsed, last_loss, extra_metrics() if extra_metrics else {})
 
 
@@ -224,12 +230,16 @@ def save_checkpoint(
     step: int,
     elapsed: float,
     config: dict[str, Any],
+    data_state: Any | None = None,
 ) -> None:
     """Training state (for --resume) and inference weights, both written atomically."""
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
-    save_training_state(out / STATE_FILE, model, optimizer, step, extra={"elapsed": elapsed}, rng=rng)
+    extra: dict[str, Any] = {"elapsed": elapsed}
+    if data_state is not None:
+        extra["data"] = data_state.state_dict()
+    save_training_state(out / STATE_FILE, model, optimizer, step, extra=extra, rng=rng)
     save_model(model, out / MODEL_FILE, {**config, "step": step})
 
 

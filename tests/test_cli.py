@@ -53,6 +53,26 @@ def test_corrupt_jpeg_in_a_shard_is_skipped_and_counted(tiny_world: Path, tmp_pa
                            show_progress=False)
     assert result.steps == 10
     assert result.metrics["corrupt_images"] == 1
+    # Interrupted after the first epoch (65 samples, 9 steps of 8) and resumed: the count survives the resume
+    # (the last step does not meet the corrupt sample again).
+    train_teacher(shards, tmp_path / "b", tiny_teacher_config(), tiny_train_config(steps=10), show_progress=False,
+                  stop_after=9)
+    resumed = train_teacher(shards, tmp_path / "b", tiny_teacher_config(), tiny_train_config(steps=None),
+                            resume=True, show_progress=False)
+    assert resumed.steps == 10 and resumed.metrics["corrupt_images"] == 1
+
+
+def test_train_teacher_warns_about_a_truncated_shard(tiny_world: Path, tmp_path: Path) -> None:
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for source in sorted((tiny_world / "train").glob("*.tar")):
+        (shards / source.name).write_bytes(source.read_bytes())
+    cut = sorted(shards.glob("*.tar"))[-1]
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size * 3 // 5])  # an interrupted download
+    result = _run("train-teacher", "--data", str(shards), "--preset", "toy", "--out", str(tmp_path / "run"),
+                  "--steps", "1", "--batch-size", "8")
+    assert result.exit_code == 0, result.output
+    assert "1 shard(s) end early" in " ".join(result.output.split())
 
 
 def test_eval_cli_writes_the_contract_keys(tiny_world: Path, tmp_path: Path) -> None:

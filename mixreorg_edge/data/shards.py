@@ -181,6 +181,15 @@ class CaptionBatches:
         self.corrupt_indices: set[int] = set()
         self._orders: dict[int, torch.Tensor] = {}
 
+    def state_dict(self) -> dict[str, list[int]]:
+        """What a resumed run needs besides the step: the corrupt samples met so far (batches do not depend on it,
+        the `corrupt` count does)."""
+        return {"corrupt_indices": sorted(self.corrupt_indices)}
+
+    def load_state_dict(self, state: dict[str, list[int]]) -> None:
+        self.corrupt_indices = set(state["corrupt_indices"])
+        self.corrupt = len(self.corrupt_indices)
+
     def _order(self, epoch: int) -> torch.Tensor:
         """The sample permutation of ``epoch`` (the last two are cached)."""
         if epoch not in self._orders:

@@ -82,9 +82,11 @@ def train_teacher(
         step_fn,
         resume=resume,
         description="train-teacher",
-        extra_metrics=lambda: {"logit_scale": round(model.scale().item(), 3), "corrupt_images": batches.corrupt},
+        extra_metrics=lambda: {"logit_scale": round(model.scale().item(), 3), "corrupt_images": batches.corrupt,
+                               "truncated_shards": len(shards.truncated_shards)},
         show_progress=show_progress,
         stop_after=stop_after,
+        data_state=batches,
     )
 
 
