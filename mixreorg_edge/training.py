@@ -244,13 +244,22 @@ def save_checkpoint(
 
 
 def _drop_metrics_after(path: Path, step: int) -> None:
-    """Keep only the metrics log's rows up to `step` (rewritten atomically; nothing to do without a log)."""
+    """Keep only the metrics log's rows up to `step`, and no half-written last row of a crash (rewritten atomically;
+    nothing to do without a log)."""
     if not path.is_file():
         return
     lines = path.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    kept = [line for line in lines if _logged_step(line) <= step]
     if len(kept) != len(lines):
         write_text_atomic(path, "".join(kept))
+
+
+def _logged_step(line: str) -> float:
+    """The step of a metrics row; infinity for a line that is not a whole row."""
+    try:
+        return json.loads(line)["step"] if line.endswith("\n") else math.inf
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def _progress_bar(enabled: bool) -> Progress:

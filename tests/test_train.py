@@ -40,6 +40,7 @@ def test_resume_after_a_crash_keeps_the_saved_budget_and_drops_rows_logged_after
     train_teacher(data, run, tiny_teacher_config(), tiny_train_config(), show_progress=False, stop_after=3)
     with (run / METRICS_FILE).open("a") as log:  # what steps 4 and 5 logged before the crash
         log.writelines(json.dumps({"step": step, "loss": -1.0}) + "\n" for step in (4, 5))
+        log.write('{"step": 6, "lo')  # cut by the crash
     resumed = train_teacher(data, run, tiny_teacher_config(), tiny_train_config(steps=None), resume=True,
                             show_progress=False)
     assert resumed.steps == 6 and _losses(run) == _losses(tmp_path / "a")
