@@ -27,7 +27,7 @@ class Grouped:
     soft: list[torch.Tensor]
 
 
-def _conv_stem(width: int, patch: int) -> nn.Sequential:
+def conv_stem(width: int, patch: int) -> nn.Sequential:
     """Overlapping 3x3 stride-2 convolutions down to stride `patch` (a power of two >= 4)."""
     steps = patch.bit_length() - 1
     if 2**steps != patch or steps < 2:
@@ -101,7 +101,7 @@ class GroupViTImageEncoder(nn.Module):
         self.cfg = cfg
         self.grid = (cfg.image_size // cfg.patch_size, cfg.image_size // cfg.patch_size)
         if cfg.stem == "conv":
-            self.stem = _conv_stem(cfg.width, cfg.patch_size)
+            self.stem = conv_stem(cfg.width, cfg.patch_size)
         elif cfg.stem == "patch":
             self.stem = nn.Conv2d(3, cfg.width, cfg.patch_size, stride=cfg.patch_size)
         elif cfg.stem == "resnet":
