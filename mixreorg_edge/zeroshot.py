@@ -85,7 +85,9 @@ def sliding_window_logits(
 
 
 @torch.no_grad()
-def resized_logits(model: DenseModel, head: VocabularyHead, image: Image.Image, protocol: SlidingWindow) -> torch.Tensor:
+def resized_logits(
+    model: DenseModel, head: VocabularyHead, image: Image.Image, protocol: SlidingWindow
+) -> torch.Tensor:
     """PIL image of any size -> (1, V, h, w) vocabulary logits at the protocol's resized resolution."""
     device = next(head.parameters()).device
     resized = resize_short_side(image.convert("RGB"), protocol.short_side, protocol.max_long_side)

@@ -169,7 +169,8 @@ def test_eval_and_segment_accept_a_student(tiny_world: Path, tiny_teacher_run: P
     assert json.loads((tmp_path / "scores.json").read_text())["num_images"] == 6
     image = tmp_path / "odd.jpg"
     Image.new("RGB", (50, 37), (30, 120, 200)).save(image)
-    segment = ["segment", "--model", str(tmp_path / "student"), "--image", str(image), "--out", str(tmp_path / "seg.png")]
+    segment = ["segment", "--model", str(tmp_path / "student"), "--image", str(image),
+               "--out", str(tmp_path / "seg.png")]
     result = runner.invoke(app, [*segment, "--classes", "background,car,tree"])
     assert result.exit_code == 2 and "background words" in result.output  # no words, no threshold
     result = runner.invoke(app, [*segment, "--classes", "car,tree"])

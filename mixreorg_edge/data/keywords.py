@@ -35,8 +35,8 @@ def caption_words(
         counts.update(w for w in words(shards.read(index)[1]) if w not in STOP_WORDS and len(w) > 2)
     found = [word for word, count in counts.most_common(max_words) if count >= MIN_COUNT]
     if not found:
-        raise ValueError(f"the captions under {shards.shards[0].parent} have no content word seen {MIN_COUNT} times or more (are they "
-                         f"image-only shards?){': ' + needed_for if needed_for else ''}")
+        raise ValueError(f"the captions under {shards.shards[0].parent} have no content word seen {MIN_COUNT} times "
+                         f"or more (are they image-only shards?){': ' + needed_for if needed_for else ''}")
     return found
 
 
