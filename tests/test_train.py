@@ -68,6 +68,15 @@ def test_bad_budgets_and_intervals_are_refused_before_the_run_is_created(
     assert not (tmp_path / "run").exists()
 
 
+def test_a_batch_that_does_not_split_into_mixing_groups_is_refused_before_the_run(
+    tiny_world: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="not divisible"):  # the tiny config mixes 2 images
+        train_teacher(tiny_world / "train", tmp_path / "run", tiny_teacher_config(), tiny_train_config(batch_size=7),
+                      show_progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_existing_run_is_not_overwritten_and_resume_needs_a_checkpoint(tiny_world: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     train_teacher(tiny_world / "train", run, tiny_teacher_config(), tiny_train_config(steps=1), show_progress=False)
