@@ -108,8 +108,10 @@ def quickstart(
         raise ValueError(f"distill_steps must be at least 1, got {distill_steps}")
     if minutes is not None and not from_scratch:
         raise ValueError("--minutes applies to --from-scratch training only")
-    if minutes is not None and minutes <= 0:
-        raise ValueError(f"--minutes must be positive, got {minutes}")
+    if from_scratch:
+        teacher_cfg, train_cfg = get_preset("toy")
+        train_cfg.minutes, train_cfg.seed = QUICKSTART_MINUTES if minutes is None else minutes, seed
+        train_cfg.validate()
     console = console or Console()
     out = Path(out)
     if (out / "teacher").exists() or (out / "student").exists():
@@ -124,8 +126,6 @@ def quickstart(
 
     console.rule("2/4 toy MixReorg teacher")
     if from_scratch:
-        teacher_cfg, train_cfg = get_preset("toy")
-        train_cfg.minutes, train_cfg.seed = minutes or QUICKSTART_MINUTES, seed
         train_teacher(data_dir / "train", teacher_dir, teacher_cfg, train_cfg)
         teacher_source = "trained from scratch"
     else:

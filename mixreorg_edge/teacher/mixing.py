@@ -25,14 +25,19 @@ class MixPlan:
         return self.source.shape[1]
 
 
-def make_plan(
-    batch: int, grid: tuple[int, int], images: int, block: int = 1, generator: torch.Generator | None = None
-) -> MixPlan:
-    """Draw a mixing plan for `batch` images on an (h, w) token grid, mixing groups of `images` images."""
+def check_groups(batch: int, images: int) -> None:
+    """A batch must split into groups of `images` >= 2 images to be mixed."""
     if images < 2:
         raise ValueError(f"mixing needs at least 2 images per group, got {images}")
     if batch % images:
         raise ValueError(f"batch size {batch} is not divisible by the number of mixed images {images}")
+
+
+def make_plan(
+    batch: int, grid: tuple[int, int], images: int, block: int = 1, generator: torch.Generator | None = None
+) -> MixPlan:
+    """Draw a mixing plan for `batch` images on an (h, w) token grid, mixing groups of `images` images."""
+    check_groups(batch, images)
     h, w = grid
     bh, bw = -(-h // block), -(-w // block)
     groups = batch // images

@@ -16,6 +16,7 @@ from ..runs import model_file
 from ..training import TrainConfig, TrainResult, default_device, prepare_run, run_training
 from .config import TeacherConfig
 from .init import load_vit_into_encoder
+from .mixing import check_groups
 from .model import MixReorgTeacher
 
 
@@ -52,10 +53,8 @@ def train_teacher(
     elif teacher_cfg.keyword_prompts > 0 and not resume:  # a resumed run keeps its saved keywords
         run_config["keywords"] = caption_words(shards, max_words=teacher_cfg.keyword_vocabulary,
                                                needed_for="the keyword loss (keyword_prompts > 0) needs captions")
-    mixing = teacher_cfg.mixing  # a new run's batch must split into mixing groups (checked now, not at step 0)
-    if not resume and mixing.enabled and train_cfg.batch_size % mixing.images:
-        raise ValueError(f"batch size {train_cfg.batch_size} is not divisible by the {mixing.images} images mixed "
-                         "together; choose a multiple")
+    if not resume and teacher_cfg.mixing.enabled:  # a new run's batch must split into mixing groups: now, not at step 0
+        check_groups(train_cfg.batch_size, teacher_cfg.mixing.images)
     config = prepare_run(out, run_config, train_cfg, resume)
     teacher_cfg, train_cfg = TeacherConfig.from_dict(config["teacher"]), TrainConfig.from_dict(config["train"])
     torch.manual_seed(train_cfg.seed)
