@@ -212,7 +212,8 @@ def distill_cmd(
     reused = "reused" if result.metrics["targets_reused"] else "computed"
     console.print(
         f"distilled {student} for {result.steps} steps in {result.seconds / 60:.1f} min (teacher targets {reused}), "
-        f"final loss {result.final_loss:.4f} -> [bold]{result.run}[/]"
+        f"final loss {result.final_loss:.4f}, {result.metrics['corrupt_images']} corrupt images skipped "
+        f"-> [bold]{result.run}[/]"
     )
 
 
@@ -280,7 +281,7 @@ def quickstart_cmd(
     from_scratch: bool = typer.Option(False, "--from-scratch", help="Train the toy teacher instead of the shipped one."),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic world and of training."),
     distill_steps: Optional[int] = typer.Option(
-        None, "--distill-steps", help="Distillation steps of the MobileViT student (default: 1500, ~6 min on 2 cores)."
+        None, "--distill-steps", help="Distillation steps of the MobileViT student (default: 1500, a few minutes on 2 cores)."
     ),
 ) -> None:
     """Synthetic data -> toy teacher -> zero-shot evaluation, with a summary.json of every artifact and figure."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,19 @@ def tiny_train_config(**overrides: object) -> TrainConfig:
     for key, value in overrides.items():
         setattr(cfg, key, value)
     return cfg
+
+
+def shards_with_a_corrupt_jpeg(world: Path, out: Path, shard_name: str) -> Path:
+    """A copy of `world`'s training shards plus one shard `shard_name` holding a JPEG that cannot be decoded."""
+    out.mkdir(parents=True)
+    for source in sorted((world / "train").glob("*.tar")):
+        (out / source.name).write_bytes(source.read_bytes())
+    with tarfile.open(out / shard_name, "w") as tar:
+        for name, payload in (("bad.jpg", b"\xff\xd8\xff\xe0 not a jpeg"), ("bad.txt", b"a photo of a car")):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return out
 
 
 @pytest.fixture(scope="session")

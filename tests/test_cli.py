@@ -1,6 +1,4 @@
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -37,18 +35,10 @@ def test_empty_class_list_is_refused(tiny_world: Path, tmp_path: Path) -> None:
 
 
 def test_corrupt_jpeg_in_a_shard_is_skipped_and_counted(tiny_world: Path, tmp_path: Path) -> None:
-    from conftest import tiny_teacher_config, tiny_train_config
+    from conftest import shards_with_a_corrupt_jpeg, tiny_teacher_config, tiny_train_config
     from mixreorg_edge.teacher.train import train_teacher
 
-    shards = tmp_path / "shards"
-    shards.mkdir()
-    for source in sorted((tiny_world / "train").glob("*.tar")):
-        (shards / source.name).write_bytes(source.read_bytes())
-    with tarfile.open(shards / "zz-corrupt.tar", "w") as tar:
-        for name, payload in (("bad.jpg", b"\xff\xd8\xff\xe0 not a jpeg"), ("bad.txt", b"a photo of a car")):
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
+    shards = shards_with_a_corrupt_jpeg(tiny_world, tmp_path / "shards", "zz-corrupt.tar")
     result = train_teacher(shards, tmp_path / "run", tiny_teacher_config(), tiny_train_config(steps=10),
                            show_progress=False)
     assert result.steps == 10

@@ -138,6 +138,20 @@ def test_distill_cli_caches_targets_where_told(tiny_world: Path, tiny_teacher_ru
     assert result.exit_code == 0 and "targets reused" in result.output, result.output
 
 
+def test_corrupt_jpeg_is_skipped_and_counted_by_distill(tiny_world: Path, tiny_teacher_run: Path,
+                                                        tmp_path: Path) -> None:
+    from conftest import shards_with_a_corrupt_jpeg
+
+    shards = shards_with_a_corrupt_jpeg(tiny_world, tmp_path / "shards", "aa-corrupt.tar")  # read first
+    result = runner.invoke(app, ["distill", "--teacher", str(tiny_teacher_run), "--student", STUDENT, "--data",
+                                 str(shards), "--steps", "1", "--batch-size", "8", "--images", "16", "--cache-dir",
+                                 str(tmp_path / "targets"), "--out", str(tmp_path / "student")])
+    assert result.exit_code == 0, result.output
+    assert "1 corrupt images skipped" in result.output
+    rows = [json.loads(line) for line in (tmp_path / "student" / METRICS_FILE).read_text().splitlines()]
+    assert rows[-1]["corrupt_images"] == 1
+
+
 def test_teacher_target_cache_is_reused_and_invalidated(tiny_world: Path, tiny_teacher_run: Path,
                                                         tmp_path: Path) -> None:
     teacher, _ = load_model(tiny_teacher_run)

@@ -156,7 +156,8 @@ def distill(
         step_fn,
         resume=resume,
         description=f"distill {student_cfg.student}",
-        extra_metrics=lambda: {"targets_reused": targets.reused, "vocabulary_words": len(words)},
+        extra_metrics=lambda: {"targets_reused": targets.reused, "vocabulary_words": len(words),
+                               "corrupt_images": targets.skipped},
         show_progress=show_progress,
         stop_after=stop_after,
     )
