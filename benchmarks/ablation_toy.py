@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.table import Table
 
 from mixreorg_edge.bench.host import host_info
+from mixreorg_edge.bench.report import print_rows
 from mixreorg_edge.calibration import calibrate_background_bias
 from mixreorg_edge.checkpoint import load_model_state
 from mixreorg_edge.data.segfolder import SegmentationFolder
@@ -133,15 +133,11 @@ def main() -> None:
         ]
         rows = [row for future in futures for row in future.result()]
 
-    table = Table(title=f"MixReorg ablation, toy preset, {args.steps} steps, seed {args.seed}")
-    for column in ("variant", "readout", "objects mIoU", "uncalibrated", "bias", "context mIoU", "steps", "train s",
-                   "final loss"):
-        table.add_column(column, justify="left" if column == "variant" else "right")
-    for row in rows:
-        table.add_row(row["variant"], row["readout"], f"{row['miou']:.2f}", f"{row['miou_uncalibrated']:.2f}",
-                      f"{row['background_bias']:g}", f"{row['miou_context']:.2f}", str(row["steps"]),
-                      f"{row['train_seconds']:.0f}", f"{row['final_loss']:.3f}")
-    Console().print(table)
+    shown = [{"variant": row["variant"], "readout": row["readout"], "objects mIoU": f"{row['miou']:.2f}",
+              "uncalibrated": f"{row['miou_uncalibrated']:.2f}", "bias": f"{row['background_bias']:g}",
+              "context mIoU": f"{row['miou_context']:.2f}", "steps": row["steps"],
+              "train s": f"{row['train_seconds']:.0f}", "final loss": f"{row['final_loss']:.3f}"} for row in rows]
+    print_rows(f"MixReorg ablation, toy preset, {args.steps} steps, seed {args.seed}", shown)
     by_name = {row["variant"]: row for row in rows}
     if "baseline" in by_name and "full" in by_name:
         margin = by_name["full"]["miou"] - by_name["baseline"]["miou"]

@@ -26,7 +26,6 @@ validation images).
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from mixreorg_edge.bench.report import print_rows, write_results
+from mixreorg_edge.data.keywords import words
 from mixreorg_edge.data.segfolder import SegmentationFolder
 from mixreorg_edge.data.shards import CaptionBatches, ImageTextShards
 from mixreorg_edge.data.synth import THINGS
@@ -50,8 +50,9 @@ RESNET_STEM_CHANNELS = (32, 64, 128)
 
 
 def thing_labels(captions: list[str]) -> torch.Tensor:
-    """(N, things) 0/1: which thing words each caption names."""
-    return torch.tensor([[float(bool(re.search(rf"\b{t}\b", c))) for t in THINGS] for c in captions])
+    """(N, things) 0/1: which thing words each caption names (split into words as the teacher's keywords are)."""
+    named = [set(words(caption)) for caption in captions]
+    return torch.tensor([[float(thing in caption_words) for thing in THINGS] for caption_words in named])
 
 
 def validation_set(val: Path, count: int) -> tuple[torch.Tensor, torch.Tensor]:
