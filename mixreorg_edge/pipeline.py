@@ -21,7 +21,7 @@ QUICKSTART_TRAIN_IMAGES = 20000
 QUICKSTART_VAL_IMAGES = 500
 QUICKSTART_MINUTES = 6.0
 QUICKSTART_STUDENT = "mobilevit:xxs"
-QUICKSTART_DISTILL_STEPS = 1500  # ~6 minutes on 2 CPU cores; `distill` defaults to more (distill/train.py)
+QUICKSTART_DISTILL_STEPS = 1500  # a few minutes on 2 CPU cores; `distill` defaults to more (distill/train.py)
 
 
 def shipped_teacher() -> Path:

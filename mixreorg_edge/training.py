@@ -167,7 +167,7 @@ def run_training(
     out = Path(out)
     budget = Budget(train_cfg)
     device = next(model.parameters()).device
-    # Zero-initialised layers and tiny Adam second moments produce subnormal floats, ~10x slower on CPU.
+    # Zero-initialised layers and tiny Adam second moments produce subnormal floats, several times slower on CPU.
     torch.set_flush_denormal(True)
     optimizer = build_optimizer(model, train_cfg)
     step, elapsed = 0, 0.0
