@@ -19,12 +19,19 @@ def test_every_variant_trains_one_step(variant: str, readout: str) -> None:
     images = torch.randn(4, 3, 32, 32)
     tokens = model.tokenize(["a photo of a car", "a tree on grass", "a fish in water", "a sun in the sky"])
     losses = model.training_losses(images, tokens)
-    expected = {"loss", "contrastive"} | ({"segmentation"} if variant != "baseline" else set())
+    expected = {"loss", "contrastive"} | ({"segmentation"} if cfg.mixing.enabled else set())
     expected |= {"restoration"} if VARIANTS[variant].get("restoration") else set()
     assert set(losses) == expected
     losses["loss"].backward()
     grads = [p.grad for p in model.image_encoder.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_groupvit_baseline_pools_keywords_over_the_image_embedding() -> None:
+    cfg, _ = get_preset("toy")
+    assert cfg.keyword_pooling == "token"
+    apply_variant(cfg, "baseline-groupvit")
+    assert cfg.keyword_pooling == "image" and not cfg.mixing.enabled and not hasattr(cfg.mixing, "keyword_pooling")
 
 
 def test_context_layers_come_from_stage_one_budget() -> None:

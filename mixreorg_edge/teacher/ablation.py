@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from .config import MixingConfig, TeacherConfig
 
-# name -> MixingConfig fields (on top of the preset's mixing settings)
+# name -> MixingConfig fields (on top of the preset's mixing settings); TEACHER_FIELDS are set on the teacher config
 VARIANTS: dict[str, dict] = {
-    "baseline": {"enabled": False},  # GroupViT-like image-text contrastive, no mixing
+    "baseline": {"enabled": False},  # image-text contrastive, no mixing; the preset's keyword loss (toy: token-pooled)
+    # GroupViT itself: no mixing, and its multi-label keyword loss on the image embedding (what the group readout
+    # is trained by), whatever the preset pools over.
+    "baseline-groupvit": {"enabled": False, "keyword_pooling": "image"},
     "+seg": {"enabled": True, "contextual": False, "progressive": False, "restoration": False},  # pixel mixing
     "+contextual": {"enabled": True, "contextual": True, "progressive": False, "restoration": False},
     "+progressive": {"enabled": True, "contextual": True, "progressive": True, "restoration": False},
@@ -17,15 +20,16 @@ VARIANTS: dict[str, dict] = {
     },
 }
 LADDER = ("baseline", "+seg", "+contextual", "+progressive", "full")
+TEACHER_FIELDS = ("keyword_pooling",)
 
 
 def apply_variant(cfg: TeacherConfig, name: str) -> TeacherConfig:
-    """Set `cfg.mixing` to an ablation variant (in place; returns cfg)."""
+    """Set `cfg.mixing` (and the TEACHER_FIELDS of `cfg`) to an ablation variant (in place; returns cfg)."""
     try:
         changes = VARIANTS[name]
     except KeyError:
         raise ValueError(f"unknown variant {name!r}; choose one of: {', '.join(VARIANTS)}") from None
     mixing: MixingConfig = cfg.mixing
     for key, value in changes.items():
-        setattr(mixing, key, value)
+        setattr(cfg if key in TEACHER_FIELDS else mixing, key, value)
     return cfg
