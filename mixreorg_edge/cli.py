@@ -115,8 +115,16 @@ def train_teacher_cmd(
 @_user_errors
 def eval_cmd(
     model: Path = typer.Option(..., "--model", help="Teacher or student run directory (or its model.safetensors)."),
-    data: Path = typer.Option(..., "--data", help="Segmentation folder (images/, masks/<label-set>/, classes.json)."),
-    label_set: str = typer.Option("objects", "--label-set", help="objects | context (or any set in classes.json)"),
+    data: Path = typer.Option(
+        ..., "--data",
+        help="Segmentation folder (images/, masks/<label-set>/, classes.json), or a benchmark's root in its standard "
+             "layout (VOC2012, VOC2010 with Context, coco, ADEChallengeData2016) with --label-set voc|context|"
+             "coco_object|ade20k.",
+    ),
+    label_set: str = typer.Option(
+        "objects", "--label-set", help="objects | context (or any set in classes.json); voc | context | coco_object | "
+                                       "ade20k for a benchmark's standard layout."
+    ),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the scores as JSON here."),
     templates: Optional[str] = typer.Option(None, "--templates", help="simple | ensemble (default: the model's)."),
     short_side: Optional[int] = typer.Option(None, "--short-side", help="Resize the short side to this (default: the model's)."),

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from .bench.host import cpu_generation, cpu_model
 from .calibration import calibrate_background_bias, calibrated_background_bias, calibration_file, write_calibration
-from .data.segfolder import SegmentationFolder
+from .data.standard_layouts import open_segmentation_dataset
 from .runs import CONFIG_FILE, MODEL_FILE, load_model, load_text_model, write_json_atomic
 from .zeroshot import SlidingWindow, evaluate_biases
 
@@ -55,7 +55,7 @@ def evaluate_run(
     model unless `short_side` / `window` / `stride` overrides are given, and the background bias calibrated for this
     label set (in `calibration`, default RUN/calibration.json; see calibration.py) unless `background_bias` is given.
     `miou_uncalibrated` is the mIoU at bias 0, from the same forward pass."""
-    dataset = SegmentationFolder(data, label_set)
+    dataset = open_segmentation_dataset(data, label_set)
     model, config = load_model(model_path)
     templates = templates or config["teacher"]["eval"]["templates"]
     source: dict[str, Any] | None = {"override": True}
@@ -75,7 +75,7 @@ def calibrate_run(
 ) -> dict[str, Any]:
     """Calibrate a run's background bias for `label_set` on the labelled tuning split `data` (never the split its
     scores are reported on) and record it in `out` (default RUN/calibration.json); returns the entry."""
-    dataset = SegmentationFolder(data, label_set)
+    dataset = open_segmentation_dataset(data, label_set)
     model, config = load_model(model_path)
     templates = templates or config["teacher"]["eval"]["templates"]
     entry = calibrate_background_bias(model, dataset, protocol_of(config), templates,

@@ -1,0 +1,143 @@
+"""The zero-shot benchmarks' validation splits in the layouts users have on disk.
+
+The folders are the ones the datasets ship in, or that mmsegmentation's / GroupViT's conversion tools write:
+
+* ``voc``: PASCAL VOC 2012 (``VOCdevkit/VOC2012``): ``JPEGImages/``, ``SegmentationClass/`` (palette PNGs, 255 on
+  boundaries), the keys in ``ImageSets/Segmentation/val.txt``;
+* ``context``: PASCAL Context, 60 classes (``VOCdevkit/VOC2010`` after mmsegmentation's ``pascal_context.py``):
+  ``JPEGImages/``, ``SegmentationClassContext/`` (0 = background), the keys in
+  ``ImageSets/SegmentationContext/val.txt``;
+* ``coco_object``: COCO-Object (``coco`` after GroupViT's ``convert_coco_object.py``): ``images/val2017/``,
+  ``annotations/val2017/{key}_instanceTrainIds.png`` (0 = background, 1 - 80 the things);
+* ``ade20k``: ADE20K (``ADEChallengeData2016``): ``images/validation/``, ``annotations/validation/`` with 0 = "other"
+  (ignored) and class k stored as k + 1.
+
+Class names, order and background thresholds are the built-in label sets of the same names (GroupViT's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..vocab import builtin_label_set
+from .segfolder import MASK_MODES, SegmentationFolder
+from .transforms import to_rgb8
+
+IGNORE = 255
+
+
+@dataclass(frozen=True)
+class StandardLayout:
+    """Where one benchmark keeps its validation images and masks, relative to the dataset root."""
+
+    title: str
+    images: str
+    masks: str
+    mask_suffix: str
+    keys_file: str | None  # one key per line; None: every .jpg in `images`
+    reduce_zero_label: bool = False  # mask 0 is "other" (ignored), class k is stored as k + 1
+
+
+LAYOUTS: dict[str, StandardLayout] = {
+    "voc": StandardLayout("PASCAL VOC 2012", "JPEGImages", "SegmentationClass", ".png",
+                          "ImageSets/Segmentation/val.txt"),
+    "context": StandardLayout("PASCAL Context (60 classes)", "JPEGImages", "SegmentationClassContext", ".png",
+                              "ImageSets/SegmentationContext/val.txt"),
+    "coco_object": StandardLayout("COCO-Object", "images/val2017", "annotations/val2017", "_instanceTrainIds.png",
+                                  None),
+    "ade20k": StandardLayout("ADE20K", "images/validation", "annotations/validation", ".png", None,
+                             reduce_zero_label=True),
+}
+
+
+def _has_layout(root: Path, layout: StandardLayout) -> bool:
+    return (root / layout.images).is_dir() and (root / layout.masks).is_dir()
+
+
+class StandardLayoutDataset:
+    """A benchmark's validation split read in place: the same interface as `SegmentationFolder`."""
+
+    def __init__(self, root: Path | str, label_set: str) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"dataset root not found: {self.root}")
+        if label_set not in LAYOUTS:
+            raise ValueError(f"no standard layout for label set {label_set!r}; known: {', '.join(LAYOUTS)}")
+        self.layout = layout = LAYOUTS[label_set]
+        if not _has_layout(self.root, layout):
+            raise FileNotFoundError(
+                f"{self.root} is not a {layout.title} root: expected {layout.images}/ and {layout.masks}/ in it"
+            )
+        self.label_set = label_set
+        labels = builtin_label_set(label_set)
+        self.classes, self.background_words = labels.classes, labels.background_words
+        self.background_threshold = labels.background_threshold
+        self._keys = self._read_keys()
+        missing = [key for key in self._keys if not self._mask_path(key).is_file()]
+        if missing:
+            raise ValueError(f"image {missing[0]!r} has no mask {self._mask_path(missing[0])} "
+                             f"({len(missing)} image(s) without a mask)")
+
+    def _read_keys(self) -> list[str]:
+        layout = self.layout
+        if layout.keys_file is None:
+            keys = sorted(path.stem for path in (self.root / layout.images).glob("*.jpg"))
+            if not keys:
+                raise ValueError(f"no .jpg images found in {self.root / layout.images}")
+            return keys
+        keys_file = self.root / layout.keys_file
+        if not keys_file.is_file():
+            raise FileNotFoundError(f"{layout.title}: the validation list {keys_file} is missing")
+        keys = [line.strip() for line in keys_file.read_text().splitlines() if line.strip()]
+        if not keys:
+            raise ValueError(f"{keys_file} lists no images")
+        absent = [key for key in keys if not (self.root / layout.images / f"{key}.jpg").is_file()]
+        if absent:
+            raise ValueError(f"{keys_file} lists {absent[0]!r}, which has no image {layout.images}/{absent[0]}.jpg "
+                             f"({len(absent)} missing)")
+        return keys
+
+    def _mask_path(self, key: str) -> Path:
+        return self.root / self.layout.masks / f"{key}{self.layout.mask_suffix}"
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __getitem__(self, i: int) -> tuple[Image.Image, np.ndarray, str]:
+        """Return the RGB image, its (H, W) uint8 mask of class indices (255 = ignore) and its key."""
+        key = self._keys[i]
+        with Image.open(self.root / self.layout.images / f"{key}.jpg") as img:
+            image = to_rgb8(img)
+        path = self._mask_path(key)
+        with Image.open(path) as m:
+            if m.mode not in MASK_MODES:
+                raise ValueError(f"mask {path} has mode {m.mode}; expected one of {MASK_MODES}")
+            mask = np.array(m, dtype=np.uint8)
+        if mask.shape != (image.height, image.width):
+            raise ValueError(f"mask {path} is {mask.shape[::-1]} but its image is {image.size}")
+        if self.layout.reduce_zero_label:
+            mask = np.where(mask == 0, IGNORE, mask - 1).astype(np.uint8)
+            mask[mask == IGNORE - 1] = IGNORE
+        labelled = mask[mask != IGNORE]
+        if labelled.size and int(labelled.max()) >= len(self.classes):
+            raise ValueError(f"mask {path} holds class {int(labelled.max())}, but {self.layout.title} has "
+                             f"{len(self.classes)} classes (a mask of another label set?)")
+        return image, mask, key
+
+
+def open_segmentation_dataset(root: Path | str, label_set: str) -> SegmentationFolder | StandardLayoutDataset:
+    """An evaluation split: this toolkit's folder layout when `root` has a classes.json, else a benchmark's
+    standard layout (`label_set` voc, context, coco_object or ade20k)."""
+    root = Path(root)
+    if (root / "classes.json").is_file() or label_set not in LAYOUTS:
+        if root.is_dir() and not (root / "classes.json").is_file():
+            found = [name for name, layout in LAYOUTS.items() if _has_layout(root, layout)]
+            if found:
+                raise ValueError(f"{root} has no classes.json but looks like a standard benchmark layout: give "
+                                 f"--label-set {' or '.join(found)}")
+        return SegmentationFolder(root, label_set)
+    return StandardLayoutDataset(root, label_set)
