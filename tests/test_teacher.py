@@ -34,6 +34,24 @@ def test_groupvit_baseline_pools_keywords_over_the_image_embedding() -> None:
     assert cfg.keyword_pooling == "image" and not cfg.mixing.enabled and not hasattr(cfg.mixing, "keyword_pooling")
 
 
+def test_group_readout_gives_each_token_its_most_assigned_segment() -> None:
+    """GroupViT's one-hot readout: a token carries exactly the embedding of the segment it is assigned to most."""
+    from mixreorg_edge.teacher.grouping import compose_assignments
+
+    torch.manual_seed(0)
+    cfg = tiny_teacher_config()
+    cfg.readout = "group"
+    model = MixReorgTeacher(cfg).eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        dense = model.encode_dense(images).flatten(2).transpose(1, 2)  # (B, L, E)
+        grouped = model.image_encoder(images)
+        segments = model.segment_embeddings(grouped)  # (B, G, E)
+        owner = compose_assignments(grouped.soft).argmax(-1)  # (B, L)
+    assert owner.unique().numel() > 1  # more than one segment in use, or the check below says little
+    assert torch.equal(dense, torch.gather(segments, 1, owner[..., None].expand(-1, -1, segments.shape[-1])))
+
+
 def test_context_layers_come_from_stage_one_budget() -> None:
     flat = MixReorgTeacher(tiny_teacher_config(context_depth=0))
     deep = MixReorgTeacher(tiny_teacher_config(context_depth=1))

@@ -101,9 +101,10 @@ class MixReorgTeacher(nn.Module):
     def encode_dense(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised images -> (B, E, H/p, W/p) per-token embeddings.
 
-        "group" readout: each token's embedding is the soft-assignment-weighted mix of its segments' embeddings
-        (GroupViT's), so class logits are the assignment-weighted segment logits. "token" readout: each stage-1
-        output token projected on its own (the grouping stages are not needed and not run).
+        "group" readout: each token takes the embedding of the final segment it belongs to most (the argmax of the
+        stage-composed soft assignment, GroupViT's one-hot readout, here per token rather than per upsampled
+        pixel). "token" readout: each stage-1 output token projected on its own (the grouping stages are not
+        needed and not run).
         """
         encoder = self.image_encoder
         if self.cfg.readout == "token":
@@ -111,7 +112,9 @@ class MixReorgTeacher(nn.Module):
             dense = self.token_embeddings(encoder.first_stage.split(joint)[0])
         else:
             grouped = encoder(images)
-            dense = compose_assignments(grouped.soft) @ self.segment_embeddings(grouped)  # (B, L, E)
+            assignment = compose_assignments(grouped.soft)  # (B, L, G)
+            one_hot = F.one_hot(assignment.argmax(-1), assignment.shape[-1]).to(assignment.dtype)
+            dense = one_hot @ self.segment_embeddings(grouped)  # (B, L, E)
         h, w = encoder.token_grid(tuple(images.shape[-2:]))
         return dense.transpose(1, 2).reshape(images.shape[0], -1, h, w)
 
