@@ -43,11 +43,12 @@ class SlidingWindow:
 
 
 def resize_short_side(image: Image.Image, short_side: int, max_long_side: int = 2048) -> Image.Image:
-    """Resize so the short side is `short_side`, the long side capped at `max_long_side` (aspect kept)."""
+    """Resize so the short side is `short_side`, the long side capped at `max_long_side` (aspect kept), bilinear as
+    mmsegmentation's test-time Resize (Pillow's bilinear also filters when shrinking, which cv2's does not)."""
     width, height = image.size
     scale = min(short_side / min(width, height), max_long_side / max(width, height))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return image.resize(size, Image.BICUBIC)
+    return image.resize(size, Image.Resampling.BILINEAR)
 
 
 def _window_starts(length: int, window: int, stride: int) -> list[int]:
