@@ -92,6 +92,14 @@ def test_a_benchmark_root_with_the_wrong_label_set_says_which_one(label_set: str
         open_segmentation_dataset(root, label_set)
 
 
+def test_a_folder_of_neither_layout_names_both(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"classes.json not found .* --label-set voc\|context\|coco_object\|ade20k"):
+        open_segmentation_dataset(tmp_path / "photos", "objects")
+    with pytest.raises(FileNotFoundError, match="dataset root not found"):
+        open_segmentation_dataset(tmp_path / "nope", "objects")
+
+
 def test_missing_val_list_is_a_clear_error(tmp_path: Path) -> None:
     root = _voc(tmp_path / "VOC2012", [0, 1])
     (root / "ImageSets" / "Segmentation" / "val.txt").unlink()

@@ -133,11 +133,16 @@ def open_segmentation_dataset(root: Path | str, label_set: str) -> SegmentationF
     """An evaluation split: this toolkit's folder layout when `root` has a classes.json, else a benchmark's
     standard layout (`label_set` voc, context, coco_object or ade20k)."""
     root = Path(root)
-    if (root / "classes.json").is_file() or label_set not in LAYOUTS:
-        if root.is_dir() and not (root / "classes.json").is_file():
-            found = [name for name, layout in LAYOUTS.items() if _has_layout(root, layout)]
-            if found:
-                raise ValueError(f"{root} has no classes.json but looks like a standard benchmark layout: give "
-                                 f"--label-set {' or '.join(found)}")
+    if (root / "classes.json").is_file():
         return SegmentationFolder(root, label_set)
-    return StandardLayoutDataset(root, label_set)
+    if label_set in LAYOUTS:
+        return StandardLayoutDataset(root, label_set)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root not found: {root}")
+    found = [name for name, layout in LAYOUTS.items() if _has_layout(root, layout)]
+    if found:
+        raise ValueError(f"{root} has no classes.json but looks like a standard benchmark layout: give "
+                         f"--label-set {' or '.join(found)}")
+    raise FileNotFoundError(f"classes.json not found in {root}: an evaluation folder holds images/, "
+                            f"masks/<label-set>/ and classes.json; a benchmark in its standard layout needs "
+                            f"--label-set {'|'.join(LAYOUTS)}")
