@@ -141,10 +141,9 @@ def main() -> None:
     print_rows(f"MixReorg ablation, toy preset, {args.steps} steps, seed {args.seed}", shown)
     by_name = {row["variant"]: row for row in rows}
     if "full" in by_name:
-        for baseline in ("baseline", "baseline (token readout)", "baseline-groupvit", "baseline-groupvit (token readout)"):
-            if baseline in by_name:
-                margin = by_name["full"]["miou"] - by_name[baseline]["miou"]
-                Console().print(f"full - {baseline}: {margin:+.2f} mIoU (target: >= +5)")
+        for baseline in (name for name in by_name if name.startswith("baseline")):
+            margin = by_name["full"]["miou"] - by_name[baseline]["miou"]
+            Console().print(f"full - {baseline}: {margin:+.2f} mIoU (target: >= +5)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
     meta = {**host_info(), "cpu_threads": torch.get_num_threads(),

@@ -89,3 +89,15 @@ def test_no_images(tmp_path: Path) -> None:
     (tmp_path / "classes.json").write_text(json.dumps(CLASSES))
     with pytest.raises(ValueError, match="no images"):
         SegmentationFolder(tmp_path, "objects")
+
+
+def test_a_mask_of_the_wrong_size_or_mode_is_a_clear_error(tmp_path: Path) -> None:
+    from mixreorg_edge.data.segfolder import read_class_mask
+
+    Image.new("L", (8, 6)).save(tmp_path / "small.png")
+    Image.new("RGB", (10, 6)).save(tmp_path / "colour.png")
+    assert read_class_mask(tmp_path / "small.png", (8, 6)).shape == (6, 8)
+    with pytest.raises(ValueError, match=r"small.png is \(8, 6\) but its image is \(10, 6\)"):
+        read_class_mask(tmp_path / "small.png", (10, 6))
+    with pytest.raises(ValueError, match="colour.png has mode RGB"):
+        read_class_mask(tmp_path / "colour.png", (10, 6))

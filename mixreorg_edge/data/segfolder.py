@@ -71,6 +71,17 @@ def _list_images(images_dir: Path) -> dict[str, Path]:
     return images
 
 
+def read_class_mask(path: Path, image_size: tuple[int, int]) -> np.ndarray:
+    """The (H, W) uint8 class indices of a mode L or P mask PNG, which must have its image's (W, H) size."""
+    with Image.open(path) as m:
+        if m.mode not in MASK_MODES:
+            raise ValueError(f"mask {path} has mode {m.mode}; expected one of {MASK_MODES}")
+        mask = np.array(m, dtype=np.uint8)
+    if mask.shape != image_size[::-1]:
+        raise ValueError(f"mask {path} is {mask.shape[::-1]} but its image is {image_size}")
+    return mask
+
+
 class SegmentationFolder:
     """Images with per-label-set class-index masks, read from a folder."""
 
@@ -101,10 +112,4 @@ class SegmentationFolder:
         key = self._keys[i]
         with Image.open(self._images[key]) as img:
             image = to_rgb8(img)
-        with Image.open(self._masks_dir / f"{key}.png") as m:
-            if m.mode not in MASK_MODES:
-                raise ValueError(f"mask of {key!r} has mode {m.mode}; expected one of {MASK_MODES}")
-            mask = np.array(m, dtype=np.uint8)
-        if mask.shape != (image.height, image.width):
-            raise ValueError(f"mask of {key!r} is {mask.shape[::-1]} but the image is {image.size}")
-        return image, mask, key
+        return image, read_class_mask(self._masks_dir / f"{key}.png", image.size), key

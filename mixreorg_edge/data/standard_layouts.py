@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from ..vocab import builtin_label_set
-from .segfolder import MASK_MODES, SegmentationFolder
+from .segfolder import SegmentationFolder, read_class_mask
 from .transforms import to_rgb8
 
 IGNORE = 255
@@ -113,12 +113,7 @@ class StandardLayoutDataset:
         with Image.open(self.root / self.layout.images / f"{key}.jpg") as img:
             image = to_rgb8(img)
         path = self._mask_path(key)
-        with Image.open(path) as m:
-            if m.mode not in MASK_MODES:
-                raise ValueError(f"mask {path} has mode {m.mode}; expected one of {MASK_MODES}")
-            mask = np.array(m, dtype=np.uint8)
-        if mask.shape != (image.height, image.width):
-            raise ValueError(f"mask {path} is {mask.shape[::-1]} but its image is {image.size}")
+        mask = read_class_mask(path, image.size)
         if self.layout.reduce_zero_label:
             mask = np.where(mask == 0, IGNORE, mask - 1).astype(np.uint8)
             mask[mask == IGNORE - 1] = IGNORE
