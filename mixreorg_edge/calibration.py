@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .data.segfolder import SegmentationFolder
+from .data.segfolder import SegmentationDataset
 from .runs import write_json_atomic
 from .vocab import Vocabulary
 from .zeroshot import SlidingWindow, evaluate_biases
@@ -27,7 +27,7 @@ BIAS_GRID: tuple[float, ...] = tuple(-10.0 + 0.5 * step for step in range(51))  
 
 def calibrate_background_bias(
     model: torch.nn.Module,
-    dataset: SegmentationFolder,
+    dataset: SegmentationDataset,
     protocol: SlidingWindow,
     templates: str = "ensemble",
     text_model: torch.nn.Module | None = None,
@@ -99,7 +99,7 @@ def calibration_file(run: Path) -> Path:
 
 
 def calibrated_background_bias(
-    run: Path, dataset: SegmentationFolder, calibration: Path | None = None
+    run: Path, dataset: SegmentationDataset, calibration: Path | None = None
 ) -> tuple[float, dict[str, Any] | None]:
     """The background bias calibrated for `dataset`'s classes and background words in `calibration` (default: the
     run's calibration file) and where it came from; (0.0, None) when there is none. A calibration tuned on

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from .bench.host import cpu_generation, cpu_model
 from .calibration import calibrate_background_bias, calibrated_background_bias, calibration_file, write_calibration
-from .data.standard_layouts import open_segmentation_dataset
+from .data.standard_layouts import StandardLayoutDataset, open_segmentation_dataset
 from .runs import CONFIG_FILE, MODEL_FILE, load_model, load_text_model, write_json_atomic
 from .zeroshot import SlidingWindow, evaluate_biases
 
@@ -76,6 +76,10 @@ def calibrate_run(
     """Calibrate a run's background bias for `label_set` on the labelled tuning split `data` (never the split its
     scores are reported on) and record it in `out` (default RUN/calibration.json); returns the entry."""
     dataset = open_segmentation_dataset(data, label_set)
+    if isinstance(dataset, StandardLayoutDataset):
+        raise ValueError(f"{data} is read as {dataset.layout.title}'s validation split, which scores are reported on; "
+                         f"its background uses GroupViT's fixed threshold. Calibrate on another labelled split, a "
+                         f"folder with classes.json and background words")
     model, config = load_model(model_path)
     templates = templates or config["teacher"]["eval"]["templates"]
     entry = calibrate_background_bias(model, dataset, protocol_of(config), templates,

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from rich.progress import Progress
 
-from .data.segfolder import SegmentationFolder
+from .data.segfolder import SegmentationDataset
 from .data.transforms import normalize_uint8
 from .head import VocabularyHead
 from .metrics import SegmentationMetric
@@ -144,7 +144,7 @@ def predict_label_map(
 
 def evaluate_biases(
     model: torch.nn.Module,
-    dataset: SegmentationFolder,
+    dataset: SegmentationDataset,
     protocol: SlidingWindow,
     biases: Sequence[float],
     templates: str = "ensemble",
@@ -174,7 +174,7 @@ def evaluate_biases(
 
 
 def _scores(
-    metric: SegmentationMetric, dataset: SegmentationFolder, protocol: SlidingWindow, templates: str, bias: float
+    metric: SegmentationMetric, dataset: SegmentationDataset, protocol: SlidingWindow, templates: str, bias: float
 ) -> dict:
     scores = metric.compute()
     return {
@@ -193,7 +193,7 @@ def _scores(
 
 def evaluate(
     model: torch.nn.Module,
-    dataset: SegmentationFolder,
+    dataset: SegmentationDataset,
     protocol: SlidingWindow,
     templates: str = "ensemble",
     show_progress: bool = False,

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from mixreorg_edge.cli import app
 from mixreorg_edge.data.shards import ImageTextShards
-from mixreorg_edge.distill.targets import teacher_targets
+from mixreorg_edge.distill.targets import cache_key, teacher_targets
 from mixreorg_edge.distill.train import DistillConfig, distill
 from mixreorg_edge.checkpoint import load_model_state, save_model
 from mixreorg_edge.runs import CONFIG_FILE, METRICS_FILE, MODEL_FILE, load_model
@@ -163,6 +163,10 @@ def test_teacher_target_cache_is_reused_and_invalidated(tiny_world: Path, tiny_t
     assert first.embeddings.stride() == again.embeddings.stride()  # computed and loaded targets round alike
     other_augment = teacher_targets(teacher, shards, 8, 32, "none", tmp_path)
     assert not other_augment.reused and other_augment.path != first.path
+    key = cache_key(teacher, shards, 8, 32, "hflip")
+    teacher.cfg.readout = "token"  # (the key only: this tiny teacher has no token-readout layers to run)
+    assert cache_key(teacher, shards, 8, 32, "hflip") != key
+    teacher.cfg.readout = "group"
     with torch.no_grad():
         teacher.image_proj.fc1.weight.add_(0.01)  # a changed teacher
     changed = teacher_targets(teacher, shards, 8, 32, "hflip", tmp_path)

@@ -55,7 +55,10 @@ def test_ade20k_shifts_labels_and_ignores_other(tmp_path: Path) -> None:
     _mask(root / "annotations" / "validation" / "ADE_val_00000001.png", [0, 1, 150, 255])
     dataset = open_segmentation_dataset(root, "ade20k")
     _, mask, _ = dataset[0]
-    assert len(dataset.classes) == 150 and set(np.unique(mask)) == {255, 0, 149}
+    assert len(dataset.classes) == 150 and mask[:4, 0].tolist() == [255, 0, 149, 255]  # mmseg's reduce_zero_label
+    _mask(root / "annotations" / "validation" / "ADE_val_00000001.png", [0, 151])
+    with pytest.raises(ValueError, match="holds the value 151, but ADE20K masks hold 0 - 150 and 255"):
+        dataset[0]
 
 
 def test_coco_object_masks_carry_their_suffix(tmp_path: Path) -> None:
@@ -73,7 +76,7 @@ def test_context_mask_of_another_label_set_is_a_clear_error(tmp_path: Path) -> N
     (root / "ImageSets" / "SegmentationContext").mkdir(parents=True)
     (root / "ImageSets" / "SegmentationContext" / "val.txt").write_text("2008_000002\n")
     dataset = open_segmentation_dataset(root, "context")
-    with pytest.raises(ValueError, match="holds class 60, but PASCAL Context .* has 60 classes"):
+    with pytest.raises(ValueError, match=r"holds the value 60, but PASCAL Context .* masks hold 0 - 59 and 255"):
         dataset[0]
 
 
@@ -82,8 +85,8 @@ def test_our_folder_layout_keeps_its_label_sets(tiny_world: Path) -> None:
 
 
 @pytest.mark.parametrize("label_set, message", [
-    ("objects", "looks like a standard benchmark layout: give --label-set voc"),
-    ("ade20k", "is not a ADE20K root: expected images/validation/"),
+    ("objects", "holds a benchmark's standard layout: give --label-set voc"),
+    ("ade20k", "does not hold the ADE20K layout: expected images/validation/ .* of --label-set voc"),
 ])
 def test_a_benchmark_root_with_the_wrong_label_set_says_which_one(label_set: str, message: str,
                                                                   tmp_path: Path) -> None:
@@ -98,6 +101,24 @@ def test_a_folder_of_neither_layout_names_both(tmp_path: Path) -> None:
         open_segmentation_dataset(tmp_path / "photos", "objects")
     with pytest.raises(FileNotFoundError, match="dataset root not found"):
         open_segmentation_dataset(tmp_path / "nope", "objects")
+
+
+def test_val_list_with_windows_line_ends_and_upper_case_suffixes(tmp_path: Path) -> None:
+    root = _voc(tmp_path / "VOC2012", [0, 1])
+    (root / "JPEGImages" / "2007_000033.jpg").rename(root / "JPEGImages" / "2007_000033.JPG")
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_bytes(b"\xef\xbb\xbf2007_000042 \r\n2007_000033\r\n")
+    dataset = open_segmentation_dataset(root, "voc")
+    assert [dataset[i][2] for i in range(len(dataset))] == ["2007_000042", "2007_000033"]
+
+
+def test_a_toolkit_folder_without_classes_json_says_so(tiny_world: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "val"
+    shutil.copytree(tiny_world / "val", copy)
+    (copy / "classes.json").unlink()
+    with pytest.raises(FileNotFoundError, match="classes.json not found"):
+        open_segmentation_dataset(copy, "context")  # also the name of a benchmark
 
 
 def test_missing_val_list_is_a_clear_error(tmp_path: Path) -> None:
@@ -117,3 +138,11 @@ def test_eval_scores_a_voc_root_in_place(tiny_teacher_run: Path, tmp_path: Path)
     assert scores["label_set"] == "voc" and scores["num_images"] == 1 and len(scores["per_class_iou"]) == 21
     refused = runner.invoke(app, ["eval", "--model", str(tiny_teacher_run), "--data", str(root)])
     assert refused.exit_code == 2 and "--label-set voc" in refused.output
+
+
+def test_calibrate_refuses_a_benchmark_validation_split(tiny_teacher_run: Path, tmp_path: Path) -> None:
+    root = _voc(tmp_path / "VOC2012", [0, 15])
+    result = runner.invoke(app, ["calibrate", "--model", str(tiny_teacher_run), "--data", str(root), "--label-set",
+                                 "voc", "--out", str(tmp_path / "calibration.json")])
+    assert result.exit_code == 2 and "validation split" in result.output
+    assert not (tmp_path / "calibration.json").exists()

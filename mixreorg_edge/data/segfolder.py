@@ -12,7 +12,9 @@ Layout::
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -58,7 +60,7 @@ def _per_label_set(spec: dict, key: str, path: Path) -> dict:
     return value
 
 
-def _list_images(images_dir: Path) -> dict[str, Path]:
+def list_images(images_dir: Path) -> dict[str, Path]:
     """Map key -> image path for the images in ``images_dir``."""
     files = sorted(p for p in images_dir.glob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -82,6 +84,28 @@ def read_class_mask(path: Path, image_size: tuple[int, int]) -> np.ndarray:
     return mask
 
 
+def require_masks(keys: list[str], mask_of: Callable[[str], Path]) -> None:
+    """Refuse a split in which an image has no mask file (naming the first and counting them)."""
+    missing = [key for key in keys if not mask_of(key).is_file()]
+    if missing:
+        raise ValueError(f"image {missing[0]!r} has no mask {mask_of(missing[0])} "
+                         f"({len(missing)} image(s) without a mask)")
+
+
+class SegmentationDataset(Protocol):
+    """What evaluation and calibration read: a folder of this toolkit's layout or a benchmark's standard layout."""
+
+    root: Path
+    label_set: str
+    classes: list[str]
+    background_words: list[str]
+    background_threshold: float
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> tuple[Image.Image, np.ndarray, str]: ...
+
+
 class SegmentationFolder:
     """Images with per-label-set class-index masks, read from a folder."""
 
@@ -93,15 +117,10 @@ class SegmentationFolder:
         labels = _read_label_set(self.root, label_set)
         self.classes, self.background_words = labels.classes, labels.background_words
         self.background_threshold = labels.background_threshold  # GroupViT's rule, used without background words
-        self._images = _list_images(self.root / "images")
+        self._images = list_images(self.root / "images")
         self._keys = list(self._images)
         masks_dir = self.root / "masks" / label_set
-        missing = [k for k in self._keys if not (masks_dir / f"{k}.png").is_file()]
-        if missing:
-            raise ValueError(
-                f"image {missing[0]!r} has no mask {masks_dir / (missing[0] + '.png')}"
-                f" ({len(missing)} image(s) without a mask)"
-            )
+        require_masks(self._keys, lambda key: masks_dir / f"{key}.png")
         self._masks_dir = masks_dir
 
     def __len__(self) -> int:

@@ -24,10 +24,9 @@ import numpy as np
 from PIL import Image
 
 from ..vocab import builtin_label_set
-from .segfolder import SegmentationFolder, read_class_mask
+from .segfolder import SegmentationFolder, list_images, read_class_mask, require_masks
+from .synth.scene import IGNORE_INDEX
 from .transforms import to_rgb8
-
-IGNORE = 255
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class StandardLayout:
     images: str
     masks: str
     mask_suffix: str
-    keys_file: str | None  # one key per line; None: every .jpg in `images`
+    keys_file: str | None  # one key per line; None: every image in `images`
     reduce_zero_label: bool = False  # mask 0 is "other" (ignored), class k is stored as k + 1
 
 
@@ -54,8 +53,10 @@ LAYOUTS: dict[str, StandardLayout] = {
 }
 
 
-def _has_layout(root: Path, layout: StandardLayout) -> bool:
-    return (root / layout.images).is_dir() and (root / layout.masks).is_dir()
+def _layouts_in(root: Path) -> list[str]:
+    """The label sets whose standard layout `root` holds."""
+    return [name for name, layout in LAYOUTS.items()
+            if (root / layout.images).is_dir() and (root / layout.masks).is_dir()]
 
 
 class StandardLayoutDataset:
@@ -68,38 +69,36 @@ class StandardLayoutDataset:
         if label_set not in LAYOUTS:
             raise ValueError(f"no standard layout for label set {label_set!r}; known: {', '.join(LAYOUTS)}")
         self.layout = layout = LAYOUTS[label_set]
-        if not _has_layout(self.root, layout):
-            raise FileNotFoundError(
-                f"{self.root} is not a {layout.title} root: expected {layout.images}/ and {layout.masks}/ in it"
-            )
+        if label_set not in _layouts_in(self.root):
+            found = _layouts_in(self.root)
+            hint = f"; it holds the layout of --label-set {' or '.join(found)}" if found else ""
+            raise FileNotFoundError(f"{self.root} does not hold the {layout.title} layout: expected "
+                                    f"{layout.images}/ and {layout.masks}/ in it{hint}")
         self.label_set = label_set
         labels = builtin_label_set(label_set)
         self.classes, self.background_words = labels.classes, labels.background_words
         self.background_threshold = labels.background_threshold
-        self._keys = self._read_keys()
-        missing = [key for key in self._keys if not self._mask_path(key).is_file()]
-        if missing:
-            raise ValueError(f"image {missing[0]!r} has no mask {self._mask_path(missing[0])} "
-                             f"({len(missing)} image(s) without a mask)")
+        self._images = self._read_images()
+        self._keys = list(self._images)
+        require_masks(self._keys, self._mask_path)
 
-    def _read_keys(self) -> list[str]:
+    def _read_images(self) -> dict[str, Path]:
+        """key -> image path: every image of the folder, or those of the validation list, in its order."""
         layout = self.layout
+        images = list_images(self.root / layout.images)
         if layout.keys_file is None:
-            keys = sorted(path.stem for path in (self.root / layout.images).glob("*.jpg"))
-            if not keys:
-                raise ValueError(f"no .jpg images found in {self.root / layout.images}")
-            return keys
+            return images
         keys_file = self.root / layout.keys_file
         if not keys_file.is_file():
             raise FileNotFoundError(f"{layout.title}: the validation list {keys_file} is missing")
-        keys = [line.strip() for line in keys_file.read_text().splitlines() if line.strip()]
+        keys = [line.strip() for line in keys_file.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
         if not keys:
             raise ValueError(f"{keys_file} lists no images")
-        absent = [key for key in keys if not (self.root / layout.images / f"{key}.jpg").is_file()]
+        absent = [key for key in keys if key not in images]
         if absent:
-            raise ValueError(f"{keys_file} lists {absent[0]!r}, which has no image {layout.images}/{absent[0]}.jpg "
+            raise ValueError(f"{keys_file} lists {absent[0]!r}, which has no image in {self.root / layout.images} "
                              f"({len(absent)} missing)")
-        return keys
+        return {key: images[key] for key in keys}
 
     def _mask_path(self, key: str) -> Path:
         return self.root / self.layout.masks / f"{key}{self.layout.mask_suffix}"
@@ -110,33 +109,34 @@ class StandardLayoutDataset:
     def __getitem__(self, i: int) -> tuple[Image.Image, np.ndarray, str]:
         """Return the RGB image, its (H, W) uint8 mask of class indices (255 = ignore) and its key."""
         key = self._keys[i]
-        with Image.open(self.root / self.layout.images / f"{key}.jpg") as img:
+        with Image.open(self._images[key]) as img:
             image = to_rgb8(img)
         path = self._mask_path(key)
         mask = read_class_mask(path, image.size)
-        if self.layout.reduce_zero_label:
-            mask = np.where(mask == 0, IGNORE, mask - 1).astype(np.uint8)
-            mask[mask == IGNORE - 1] = IGNORE
-        labelled = mask[mask != IGNORE]
-        if labelled.size and int(labelled.max()) >= len(self.classes):
-            raise ValueError(f"mask {path} holds class {int(labelled.max())}, but {self.layout.title} has "
-                             f"{len(self.classes)} classes (a mask of another label set?)")
+        offset = int(self.layout.reduce_zero_label)
+        stored = mask[mask != IGNORE_INDEX]
+        if stored.size and int(stored.max()) >= len(self.classes) + offset:
+            raise ValueError(f"mask {path} holds the value {int(stored.max())}, but {self.layout.title} masks hold "
+                             f"0 - {len(self.classes) - 1 + offset} and 255 (a mask of another label set?)")
+        if self.layout.reduce_zero_label:  # as mmsegmentation: 0 -> ignored, k -> k - 1, 255 stays ignored
+            mask = np.where((mask == 0) | (mask == IGNORE_INDEX), IGNORE_INDEX, mask - 1).astype(np.uint8)
         return image, mask, key
 
 
 def open_segmentation_dataset(root: Path | str, label_set: str) -> SegmentationFolder | StandardLayoutDataset:
-    """An evaluation split: this toolkit's folder layout when `root` has a classes.json, else a benchmark's
-    standard layout (`label_set` voc, context, coco_object or ade20k)."""
+    """An evaluation split: this toolkit's folder layout when `root` has a classes.json (or its images/ and masks/),
+    else a benchmark's standard layout (`label_set` voc, context, coco_object or ade20k)."""
     root = Path(root)
-    if (root / "classes.json").is_file():
+    ours = (root / "classes.json").is_file() or ((root / "images").is_dir() and (root / "masks").is_dir())
+    if ours:
         return SegmentationFolder(root, label_set)
     if label_set in LAYOUTS:
         return StandardLayoutDataset(root, label_set)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root not found: {root}")
-    found = [name for name, layout in LAYOUTS.items() if _has_layout(root, layout)]
+    found = _layouts_in(root)
     if found:
-        raise ValueError(f"{root} has no classes.json but looks like a standard benchmark layout: give "
+        raise ValueError(f"{root} has no classes.json but holds a benchmark's standard layout: give "
                          f"--label-set {' or '.join(found)}")
     raise FileNotFoundError(f"classes.json not found in {root}: an evaluation folder holds images/, "
                             f"masks/<label-set>/ and classes.json; a benchmark in its standard layout needs "

@@ -20,7 +20,7 @@ from ..data.shards import CorruptImageError, ImageTextShards, decode_image
 from ..data.transforms import normalize_uint8
 
 AUGMENTATIONS = ("none", "hflip")
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: the key holds the teacher's dense readout (the group readout became one-hot)
 
 
 @dataclass
@@ -39,6 +39,7 @@ def cache_key(teacher: torch.nn.Module, shards: ImageTextShards, count: int, ima
     spec = {
         "version": CACHE_VERSION,
         "teacher": fingerprint(teacher),
+        "readout": teacher.cfg.readout,  # the same weights give other targets under another readout
         "shards": sources,
         "count": count,
         "image_size": image_size,

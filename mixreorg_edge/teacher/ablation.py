@@ -29,6 +29,9 @@ def apply_variant(cfg: TeacherConfig, name: str) -> TeacherConfig:
         changes = VARIANTS[name]
     except KeyError:
         raise ValueError(f"unknown variant {name!r}; choose one of: {', '.join(VARIANTS)}") from None
+    if changes.get("keyword_pooling") and not cfg.keyword_prompts:
+        raise ValueError(f"variant {name!r} changes the keyword loss, which the {cfg.preset!r} preset does not have "
+                         "(keyword_prompts 0): it would be the plain 'baseline'")
     mixing: MixingConfig = cfg.mixing
     for key, value in changes.items():
         setattr(cfg if key in TEACHER_FIELDS else mixing, key, value)
