@@ -12,7 +12,6 @@ Layout::
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -84,12 +83,31 @@ def read_class_mask(path: Path, image_size: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def require_masks(keys: list[str], mask_of: Callable[[str], Path]) -> None:
-    """Refuse a split in which an image has no mask file (naming the first and counting them)."""
-    missing = [key for key in keys if not mask_of(key).is_file()]
-    if missing:
-        raise ValueError(f"image {missing[0]!r} has no mask {mask_of(missing[0])} "
-                         f"({len(missing)} image(s) without a mask)")
+class ImageMaskSplit:
+    """Images with one class-index mask each: a subclass says where a key's mask is (`_mask_path`) and hands its
+    images to `_use_images`."""
+
+    def _mask_path(self, key: str) -> Path:
+        raise NotImplementedError
+
+    def _use_images(self, images: dict[str, Path]) -> None:
+        """Take `images` (key -> image path, in order) as the split, refusing one in which an image has no mask file
+        (naming the first and counting them)."""
+        self._images, self._keys = images, list(images)
+        missing = [key for key in self._keys if not self._mask_path(key).is_file()]
+        if missing:
+            raise ValueError(f"image {missing[0]!r} has no mask {self._mask_path(missing[0])} "
+                             f"({len(missing)} image(s) without a mask)")
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def _read_pair(self, i: int) -> tuple[Image.Image, np.ndarray, str]:
+        """The i-th RGB image, its (H, W) uint8 mask as stored, and its key."""
+        key = self._keys[i]
+        with Image.open(self._images[key]) as img:
+            image = to_rgb8(img)
+        return image, read_class_mask(self._mask_path(key), image.size), key
 
 
 class SegmentationDataset(Protocol):
@@ -106,7 +124,7 @@ class SegmentationDataset(Protocol):
     def __getitem__(self, i: int) -> tuple[Image.Image, np.ndarray, str]: ...
 
 
-class SegmentationFolder:
+class SegmentationFolder(ImageMaskSplit):
     """Images with per-label-set class-index masks, read from a folder."""
 
     def __init__(self, root: Path | str, label_set: str) -> None:
@@ -117,18 +135,12 @@ class SegmentationFolder:
         labels = _read_label_set(self.root, label_set)
         self.classes, self.background_words = labels.classes, labels.background_words
         self.background_threshold = labels.background_threshold  # GroupViT's rule, used without background words
-        self._images = list_images(self.root / "images")
-        self._keys = list(self._images)
-        masks_dir = self.root / "masks" / label_set
-        require_masks(self._keys, lambda key: masks_dir / f"{key}.png")
-        self._masks_dir = masks_dir
+        self._masks_dir = self.root / "masks" / label_set
+        self._use_images(list_images(self.root / "images"))
 
-    def __len__(self) -> int:
-        return len(self._keys)
+    def _mask_path(self, key: str) -> Path:
+        return self._masks_dir / f"{key}.png"
 
     def __getitem__(self, i: int) -> tuple[Image.Image, np.ndarray, str]:
         """Return the RGB image, its (H, W) uint8 mask and its key."""
-        key = self._keys[i]
-        with Image.open(self._images[key]) as img:
-            image = to_rgb8(img)
-        return image, read_class_mask(self._masks_dir / f"{key}.png", image.size), key
+        return self._read_pair(i)

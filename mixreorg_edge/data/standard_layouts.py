@@ -24,9 +24,8 @@ import numpy as np
 from PIL import Image
 
 from ..vocab import builtin_label_set
-from .segfolder import SegmentationFolder, list_images, read_class_mask, require_masks
+from .segfolder import ImageMaskSplit, SegmentationFolder, list_images
 from .synth.scene import IGNORE_INDEX
-from .transforms import to_rgb8
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ def _layouts_in(root: Path) -> list[str]:
             if (root / layout.images).is_dir() and (root / layout.masks).is_dir()]
 
 
-class StandardLayoutDataset:
+class StandardLayoutDataset(ImageMaskSplit):
     """A benchmark's validation split read in place: the same interface as `SegmentationFolder`."""
 
     def __init__(self, root: Path | str, label_set: str) -> None:
@@ -78,9 +77,7 @@ class StandardLayoutDataset:
         labels = builtin_label_set(label_set)
         self.classes, self.background_words = labels.classes, labels.background_words
         self.background_threshold = labels.background_threshold
-        self._images = self._read_images()
-        self._keys = list(self._images)
-        require_masks(self._keys, self._mask_path)
+        self._use_images(self._read_images())
 
     def _read_images(self) -> dict[str, Path]:
         """key -> image path: every image of the folder, or those of the validation list, in its order."""
@@ -103,16 +100,10 @@ class StandardLayoutDataset:
     def _mask_path(self, key: str) -> Path:
         return self.root / self.layout.masks / f"{key}{self.layout.mask_suffix}"
 
-    def __len__(self) -> int:
-        return len(self._keys)
-
     def __getitem__(self, i: int) -> tuple[Image.Image, np.ndarray, str]:
         """Return the RGB image, its (H, W) uint8 mask of class indices (255 = ignore) and its key."""
-        key = self._keys[i]
-        with Image.open(self._images[key]) as img:
-            image = to_rgb8(img)
+        image, mask, key = self._read_pair(i)
         path = self._mask_path(key)
-        mask = read_class_mask(path, image.size)
         offset = int(self.layout.reduce_zero_label)
         stored = mask[mask != IGNORE_INDEX]
         if stored.size and int(stored.max()) >= len(self.classes) + offset:
