@@ -68,8 +68,8 @@ class StandardLayoutDataset(ImageMaskSplit):
         if label_set not in LAYOUTS:
             raise ValueError(f"no standard layout for label set {label_set!r}; known: {', '.join(LAYOUTS)}")
         self.layout = layout = LAYOUTS[label_set]
-        if label_set not in _layouts_in(self.root):
-            found = _layouts_in(self.root)
+        found = _layouts_in(self.root)
+        if label_set not in found:
             hint = f"; it holds the layout of --label-set {' or '.join(found)}" if found else ""
             raise FileNotFoundError(f"{self.root} does not hold the {layout.title} layout: expected "
                                     f"{layout.images}/ and {layout.masks}/ in it{hint}")
