@@ -102,8 +102,8 @@ class ImageMaskSplit:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def _read_pair(self, i: int) -> tuple[Image.Image, np.ndarray, str]:
-        """The i-th RGB image, its (H, W) uint8 mask as stored, and its key."""
+    def __getitem__(self, i: int) -> tuple[Image.Image, np.ndarray, str]:
+        """Return the i-th RGB image, its (H, W) uint8 mask as stored, and its key."""
         key = self._keys[i]
         with Image.open(self._images[key]) as img:
             image = to_rgb8(img)
@@ -140,7 +140,3 @@ class SegmentationFolder(ImageMaskSplit):
 
     def _mask_path(self, key: str) -> Path:
         return self._masks_dir / f"{key}.png"
-
-    def __getitem__(self, i: int) -> tuple[Image.Image, np.ndarray, str]:
-        """Return the RGB image, its (H, W) uint8 mask and its key."""
-        return self._read_pair(i)

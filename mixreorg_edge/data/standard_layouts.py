@@ -102,7 +102,7 @@ class StandardLayoutDataset(ImageMaskSplit):
 
     def __getitem__(self, i: int) -> tuple[Image.Image, np.ndarray, str]:
         """Return the RGB image, its (H, W) uint8 mask of class indices (255 = ignore) and its key."""
-        image, mask, key = self._read_pair(i)
+        image, mask, key = super().__getitem__(i)
         path = self._mask_path(key)
         offset = int(self.layout.reduce_zero_label)
         stored = mask[mask != IGNORE_INDEX]
