@@ -81,6 +81,10 @@ def train_teacher_cmd(
     lr: Optional[float] = typer.Option(None, "--lr", help="Override the preset's peak learning rate."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override the preset's seed."),
     variant: Optional[str] = typer.Option(None, "--variant", help="MixReorg ablation variant (default: full)."),
+    mix_fraction: Optional[float] = typer.Option(
+        None, "--mix-fraction", help="Share of each batch's mixing groups that run the mixed and restoration "
+        "branches (default 1: all); less makes a step cheaper."
+    ),
 ) -> None:
     """Train the MixReorg teacher on image-caption shards."""
     from .teacher.ablation import apply_variant
@@ -94,6 +98,12 @@ def train_teacher_cmd(
     teacher_cfg, train_cfg = get_preset(preset)
     if variant is not None:
         apply_variant(teacher_cfg, variant)
+    if mix_fraction is not None:
+        if init_from is not None or resume:
+            raise ValueError("--mix-fraction applies to a new run; an --init-from or resumed run keeps its own")
+        if not teacher_cfg.mixing.enabled:
+            raise ValueError(f"--mix-fraction: the variant {variant!r} does not mix")
+        teacher_cfg.mixing.fraction = mix_fraction
     train_cfg.steps, train_cfg.minutes = steps, minutes
     if steps is None and minutes is None and not resume:  # a resumed run keeps its budget unless one is given
         train_cfg.steps = 1000

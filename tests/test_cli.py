@@ -65,6 +65,18 @@ def test_train_teacher_warns_about_a_truncated_shard(tiny_world: Path, tmp_path:
     assert "1 shard(s) end early" in " ".join(result.output.split())
 
 
+def test_mix_fraction_is_recorded_and_checked(tiny_world: Path, tmp_path: Path) -> None:
+    base = ("train-teacher", "--data", str(tiny_world), "--preset", "toy", "--steps", "1", "--batch-size", "8")
+    result = _run(*base, "--out", str(tmp_path / "half"), "--mix-fraction", "0.5")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "half" / "config.json").read_text())
+    assert config["teacher"]["mixing"]["fraction"] == 0.5
+    for extra, message in ((("--mix-fraction", "0"), "(0, 1]"), (("--mix-fraction", "0.5", "--variant", "baseline"),
+                                                                 "does not mix")):
+        result = _run(*base, "--out", str(tmp_path / "bad"), *extra)
+        assert result.exit_code == 2 and message in result.output, result.output
+
+
 def test_eval_cli_writes_the_contract_keys(tiny_world: Path, tmp_path: Path) -> None:
     from conftest import tiny_teacher_config, tiny_train_config
     from mixreorg_edge.teacher.train import train_teacher

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mixreorg_edge.teacher.mixing import make_plan, mix_pixels, mix_tokens, restore_tokens
+from mixreorg_edge.teacher.mixing import make_plan, mix_pixels, mix_tokens, mixed_batch_size, restore_tokens
 
 
 @pytest.mark.parametrize("images,block,grid", [(2, 1, (4, 4)), (4, 1, (8, 8)), (4, 2, (8, 8)), (3, 2, (5, 7))])
@@ -48,3 +48,12 @@ def test_bad_group_size_is_refused() -> None:
         make_plan(6, (2, 2), images=4)
     with pytest.raises(ValueError, match="at least 2"):
         make_plan(6, (2, 2), images=1)
+
+
+def test_mixed_batch_size_keeps_whole_groups() -> None:
+    assert mixed_batch_size(64, 4, 1.0) == 64
+    assert mixed_batch_size(64, 4, 0.5) == 32
+    assert mixed_batch_size(64, 4, 0.01) == 4  # at least one group
+    for fraction in (0.0, 1.5):
+        with pytest.raises(ValueError, match="fraction"):
+            mixed_batch_size(64, 4, fraction)

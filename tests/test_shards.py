@@ -142,6 +142,23 @@ def test_corrupt_image_is_skipped_and_counted(tmp_path: Path) -> None:
     assert fresh.batch(4)[1] == batches.batch(4)[1]
 
 
+def test_prefetched_batches_equal_direct_ones_in_any_order(tmp_path: Path) -> None:
+    samples = _samples(0, 10)
+    samples[3]["jpg"] = samples[3]["jpg"][:150]  # truncated JPEG: counted once, whichever thread meets it
+    _write_shard(tmp_path / "s.tar", samples)
+    direct = CaptionBatches(ImageTextShards(tmp_path), batch_size=4, image_size=SIZE, seed=1)
+    prefetched = CaptionBatches(ImageTextShards(tmp_path), batch_size=4, image_size=SIZE, seed=1)
+    try:
+        for step in (0, 1, 2, 5, 6, 2, 3):  # in order (served by the prefetch), then jumps (a resume, a retry)
+            images, captions = prefetched.prefetched(step)
+            expected_images, expected_captions = direct.batch(step)
+            assert torch.equal(images, expected_images) and captions == expected_captions
+        assert prefetched.state_dict() == direct.state_dict() == {"corrupt_indices": [3]}
+    finally:
+        prefetched.close()
+    assert prefetched.corrupt == 1
+
+
 def test_all_corrupt_and_too_small_datasets_fail_clearly(tmp_path: Path) -> None:
     with tarfile.open(tmp_path / "bad.tar", "w") as tar:
         for i in range(3):

@@ -151,3 +151,16 @@ def test_text_batchnorm_keeps_prompts_apart_and_follows_the_mode() -> None:
     model.eval()
     batch = model.encode_text(model.tokenize(prompts))
     assert torch.allclose(model.encode_text(model.tokenize(prompts[:1])), batch[:1], atol=1e-6)  # per-text at test time
+
+
+@pytest.mark.parametrize("fraction, mixed", [(1.0, 4), (0.5, 2)])
+def test_mixed_fraction_mixes_only_the_first_groups(fraction: float, mixed: int) -> None:
+    torch.manual_seed(0)
+    model = MixReorgTeacher(tiny_teacher_config(fraction=fraction))
+    images = torch.randn(4, 3, 32, 32, requires_grad=True)
+    tokens = model.tokenize(["a photo of a car", "a tree on grass", "a fish in water", "a sun in the sky"])
+    losses = model.training_losses(images, tokens)
+    mixed_branches = losses["segmentation"] + losses["restoration"]
+    (grad,) = torch.autograd.grad(mixed_branches, images)
+    touched = [bool(grad[n].abs().sum() > 0) for n in range(4)]
+    assert touched == [n < mixed for n in range(4)]

@@ -13,6 +13,8 @@ import hashlib
 import io
 import re
 import tarfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -166,7 +168,8 @@ def _generator(tag: str, seed: int, n: int) -> torch.Generator:
 
 
 class CaptionBatches:
-    """Deterministic batches: batch(step) is a pure function of (seed, step)."""
+    """Deterministic batches: batch(step) is a pure function of (seed, step). `prefetched(step)` gives the same
+    batch while the next one is decoded in a background thread (call `close()` when done)."""
 
     def __init__(self, shards: ImageTextShards, batch_size: int, image_size: int, seed: int) -> None:
         if batch_size <= 0:
@@ -180,15 +183,20 @@ class CaptionBatches:
         self.corrupt = 0
         self.corrupt_indices: set[int] = set()
         self._orders: dict[int, torch.Tensor] = {}
+        self._corrupt_lock = threading.Lock()  # the prefetch thread adds corrupt samples while a checkpoint reads them
+        self._prefetcher: ThreadPoolExecutor | None = None
+        self._pending: tuple[int, Future] | None = None
 
     def state_dict(self) -> dict[str, list[int]]:
         """What a resumed run needs besides the step: the corrupt samples met so far (batches do not depend on it,
         the `corrupt` count does)."""
-        return {"corrupt_indices": sorted(self.corrupt_indices)}
+        with self._corrupt_lock:
+            return {"corrupt_indices": sorted(self.corrupt_indices)}
 
     def load_state_dict(self, state: dict[str, list[int]]) -> None:
-        self.corrupt_indices = set(state["corrupt_indices"])
-        self.corrupt = len(self.corrupt_indices)
+        with self._corrupt_lock:
+            self.corrupt_indices = set(state["corrupt_indices"])
+            self.corrupt = len(self.corrupt_indices)
 
     def _order(self, epoch: int) -> torch.Tensor:
         """The sample permutation of ``epoch`` (the last two are cached)."""
@@ -210,8 +218,9 @@ class CaptionBatches:
         try:
             return decode_image(image_bytes, self.image_size), caption
         except CorruptImageError:
-            self.corrupt_indices.add(index)
-            self.corrupt = len(self.corrupt_indices)
+            with self._corrupt_lock:
+                self.corrupt_indices.add(index)
+                self.corrupt = len(self.corrupt_indices)
             if self.corrupt == len(self.shards):
                 raise ShardIndexError(f"all {self.corrupt} samples have undecodable images") from None
             return None
@@ -233,3 +242,25 @@ class CaptionBatches:
         stacked = torch.stack(images)
         stacked[flips] = stacked[flips].flip(-1)
         return stacked, captions
+
+    def prefetched(self, step: int) -> tuple[torch.Tensor, list[str]]:
+        """`batch(step)`, decoded in the background during the previous call when that asked for `step - 1`; starts
+        decoding `step + 1` before returning. Decoding overlaps the training step (PIL releases the GIL)."""
+        if self._prefetcher is None:
+            self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caption-batches")
+        pending, self._pending = self._pending, None
+        if pending is not None and pending[0] == step:
+            result = pending[1].result()
+        else:
+            if pending is not None:
+                wait([pending[1]])  # one decoder at a time (batch() is not re-entrant); its batch is not needed
+            result = self.batch(step)
+        self._pending = (step + 1, self._prefetcher.submit(self.batch, step + 1))
+        return result
+
+    def close(self) -> None:
+        """Stop the prefetch thread (after the batch it is decoding)."""
+        if self._prefetcher is not None:
+            self._prefetcher.shutdown(wait=True, cancel_futures=True)
+            self._prefetcher, self._pending = None, None
+

@@ -60,6 +60,8 @@ class MixingConfig:
       source from it).
     - `restoration`: mixed stage-1 tokens are put back in source order and grouped again; a contrastive loss ties the
       restored image to its caption.
+    - `fraction`: the share of the batch's mixing groups that run the mixed (and restoration) branch each step, the
+      first ones (the batch is shuffled); below 1 a step costs less, so a time budget buys more steps.
     """
 
     enabled: bool = True
@@ -72,6 +74,7 @@ class MixingConfig:
     seg_weight: float = 1.0
     restore_weight: float = 1.0
     contrastive_weight: float = 1.0
+    fraction: float = 1.0
 
 
 @dataclass

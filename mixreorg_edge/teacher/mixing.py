@@ -33,6 +33,14 @@ def check_groups(batch: int, images: int) -> None:
         raise ValueError(f"batch size {batch} is not divisible by the number of mixed images {images}")
 
 
+def mixed_batch_size(batch: int, images: int, fraction: float) -> int:
+    """How many of a batch's images (whole mixing groups, at least one) are mixed when `fraction` of its groups are."""
+    check_groups(batch, images)
+    if not 0 < fraction <= 1:
+        raise ValueError(f"the mixed fraction of a batch must be in (0, 1], got {fraction}")
+    return max(1, round(fraction * (batch // images))) * images
+
+
 def make_plan(
     batch: int, grid: tuple[int, int], images: int, block: int = 1, generator: torch.Generator | None = None
 ) -> MixPlan:

@@ -15,7 +15,7 @@ from .config import TeacherConfig
 from .grouping import compose_assignments, normalize
 from .image_encoder import GroupViTImageEncoder, Grouped
 from .losses import contrastive_loss, mixed_segmentation_loss, multilabel_contrastive_loss
-from .mixing import MixPlan, make_plan, mix_pixels, mix_tokens, restore_tokens
+from .mixing import MixPlan, make_plan, mix_pixels, mix_tokens, mixed_batch_size, restore_tokens
 from .text_encoder import TextEncoder, tokenize
 
 
@@ -140,12 +140,13 @@ class MixReorgTeacher(nn.Module):
             terms = {"loss": mixing.contrastive_weight * term, "contrastive": term}
             return self._with_keywords(terms, image, encoder.first_stage.split(joint_orig)[0], keywords)
 
-        plan = make_plan(images.shape[0], encoder.token_grid(tuple(images.shape[-2:])), mixing.images, mixing.block)
+        mixed = mixed_batch_size(images.shape[0], mixing.images, mixing.fraction)
+        plan = make_plan(mixed, encoder.token_grid(tuple(images.shape[-2:])), mixing.images, mixing.block)
         plan = MixPlan(plan.source.to(images.device))
         if mixing.contextual:
-            tokens_mixed = mix_tokens(tokens_orig, plan)
+            tokens_mixed = mix_tokens(tokens_orig[:mixed], plan)
         else:
-            tokens_mixed = encoder.context(encoder.embed(mix_pixels(images, plan, self.cfg.image.patch_size)))
+            tokens_mixed = encoder.context(encoder.embed(mix_pixels(images[:mixed], plan, self.cfg.image.patch_size)))
         joint_orig, joint_mixed = self._first_stage_layers(tokens_orig, tokens_mixed)
 
         stage = encoder.first_stage
@@ -162,7 +163,7 @@ class MixReorgTeacher(nn.Module):
         if mixing.restoration:
             # Fresh group tokens (stage.start) regroup the restored images: nothing of the original branch leaks in.
             grouped_restored = encoder.finish(stage.start(restore_tokens(mixed_tokens, plan)))
-            terms["restoration"] = contrastive_loss(self.image_embedding(grouped_restored), text, scale)
+            terms["restoration"] = contrastive_loss(self.image_embedding(grouped_restored), text[:mixed], scale)
             loss = loss + mixing.restore_weight * terms["restoration"]
         return self._with_keywords({"loss": loss, **terms}, image, stage.split(joint_orig)[0], keywords)
 
@@ -191,14 +192,15 @@ class MixReorgTeacher(nn.Module):
         self, tokens_orig: torch.Tensor, tokens_mixed: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Stage-1 layers on the original and mixed images in lock-step; with progressive mixing each mixed image's
-        patch tokens are enhanced, before every layer, by the mean original feature of its mix group."""
+        patch tokens are enhanced, before every layer, by the mean original feature of its mix group (the mixed
+        images are made of the first `len(tokens_mixed)` originals)."""
         stage = self.image_encoder.first_stage
         group_size = self.cfg.mixing.images
-        num_tokens = tokens_orig.shape[1]
+        num_tokens, mixed = tokens_orig.shape[1], tokens_mixed.shape[0]
         joint_orig, joint_mixed = stage.start(tokens_orig), stage.start(tokens_mixed)
         for index, block in enumerate(stage.blocks):
             if self.progressive_gates is not None:
-                context = joint_orig[:, :num_tokens].mean(dim=1)
+                context = joint_orig[:mixed, :num_tokens].mean(dim=1)
                 context = context.view(-1, group_size, context.shape[-1]).mean(dim=1)
                 delta = self.progressive_gates[index](context).repeat_interleave(group_size, dim=0)
                 joint_mixed = torch.cat(

@@ -16,7 +16,7 @@ from ..runs import model_file
 from ..training import TrainConfig, TrainResult, default_device, prepare_run, run_training
 from .config import TeacherConfig
 from .init import load_vit_into_encoder
-from .mixing import check_groups
+from .mixing import mixed_batch_size
 from .model import MixReorgTeacher
 
 
@@ -54,7 +54,7 @@ def train_teacher(
         run_config["keywords"] = caption_words(shards, max_words=teacher_cfg.keyword_vocabulary,
                                                needed_for="the keyword loss (keyword_prompts > 0) needs captions")
     if not resume and teacher_cfg.mixing.enabled:  # a new run's batch must split into mixing groups: now, not at step 0
-        check_groups(train_cfg.batch_size, teacher_cfg.mixing.images)
+        mixed_batch_size(train_cfg.batch_size, teacher_cfg.mixing.images, teacher_cfg.mixing.fraction)
     config = prepare_run(out, run_config, train_cfg, resume)
     teacher_cfg, train_cfg = TeacherConfig.from_dict(config["teacher"]), TrainConfig.from_dict(config["train"])
     torch.manual_seed(train_cfg.seed)
@@ -67,9 +67,12 @@ def train_teacher(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
     vocabulary = frozenset(config.get("keywords", ()))
+    # On CUDA the next batch is decoded while the GPU works; on a CPU the decoding thread takes cores from the step
+    # (100 toy steps on 2 threads: 28 - 30 s without it, 35 - 36 s with it).
+    next_batch = batches.prefetched if device.type == "cuda" else batches.batch
 
     def step_fn(step: int) -> dict[str, torch.Tensor]:
-        images, captions = batches.batch(step)
+        images, captions = next_batch(step)
         keywords = None
         if teacher_cfg.keyword_prompts > 0:
             words, targets = keyword_batch(captions, vocabulary, teacher_cfg.keyword_prompts)
@@ -77,20 +80,23 @@ def train_teacher(
         with autocast:
             return model.training_losses(normalize_uint8(images.to(device)), model.tokenize(captions), keywords)
 
-    return run_training(
-        out,
-        model,
-        train_cfg,
-        config,
-        step_fn,
-        resume=resume,
-        description="train-teacher",
-        extra_metrics=lambda: {"logit_scale": round(model.scale().item(), 3), "corrupt_images": batches.corrupt,
-                               "truncated_shards": len(shards.truncated_shards)},
-        show_progress=show_progress,
-        stop_after=stop_after,
-        data_state=batches,
-    )
+    try:
+        return run_training(
+            out,
+            model,
+            train_cfg,
+            config,
+            step_fn,
+            resume=resume,
+            description="train-teacher",
+            extra_metrics=lambda: {"logit_scale": round(model.scale().item(), 3), "corrupt_images": batches.corrupt,
+                                   "truncated_shards": len(shards.truncated_shards)},
+            show_progress=show_progress,
+            stop_after=stop_after,
+            data_state=batches,
+        )
+    finally:
+        batches.close()
 
 
 def _read_parent(run: Path) -> tuple[dict[str, torch.Tensor], dict]:
