@@ -263,4 +263,3 @@ class CaptionBatches:
         if self._prefetcher is not None:
             self._prefetcher.shutdown(wait=True, cancel_futures=True)
             self._prefetcher, self._pending = None, None
-
