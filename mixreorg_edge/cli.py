@@ -85,6 +85,10 @@ def train_teacher_cmd(
         None, "--mix-fraction", help="Share of each batch's mixing groups that run the mixed and restoration "
         "branches (default 1: all); less makes a step cheaper."
     ),
+    image_width: Optional[int] = typer.Option(
+        None, "--image-width", help="Override the preset's image-encoder width (a multiple of its attention heads); "
+        "narrower runs more steps in the same time."
+    ),
 ) -> None:
     """Train the MixReorg teacher on image-caption shards."""
     from .teacher.ablation import apply_variant
@@ -104,6 +108,10 @@ def train_teacher_cmd(
         if not teacher_cfg.mixing.enabled:
             raise ValueError(f"--mix-fraction: the variant {variant!r} does not mix")
         teacher_cfg.mixing.fraction = mix_fraction
+    if image_width is not None:
+        if init_from is not None or resume:
+            raise ValueError("--image-width applies to a new run; an --init-from or resumed run keeps its own")
+        teacher_cfg.image.width = image_width
     train_cfg.steps, train_cfg.minutes = steps, minutes
     if steps is None and minutes is None and not resume:  # a resumed run keeps its budget unless one is given
         train_cfg.steps = 1000

@@ -77,6 +77,17 @@ def test_mix_fraction_is_recorded_and_checked(tiny_world: Path, tmp_path: Path) 
         assert result.exit_code == 2 and message in result.output, result.output
 
 
+def test_image_width_is_recorded_and_checked(tiny_world: Path, tmp_path: Path) -> None:
+    base = ("train-teacher", "--data", str(tiny_world), "--preset", "toy", "--steps", "1", "--batch-size", "8")
+    result = _run(*base, "--out", str(tmp_path / "narrow"), "--image-width", "64")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "narrow" / "config.json").read_text())
+    assert config["teacher"]["image"]["width"] == 64
+    result = _run(*base, "--out", str(tmp_path / "bad"), "--image-width", "66")
+    assert result.exit_code == 2 and "multiple of its 4 heads" in result.output, result.output
+    assert not (tmp_path / "bad").exists()
+
+
 def test_eval_cli_writes_the_contract_keys(tiny_world: Path, tmp_path: Path) -> None:
     from conftest import tiny_teacher_config, tiny_train_config
     from mixreorg_edge.teacher.train import train_teacher

@@ -98,6 +98,8 @@ class GroupViTImageEncoder(nn.Module):
             raise ValueError("depths must have one entry more than group_tokens/output_groups")
         if not 0 <= context_depth < cfg.depths[0]:
             raise ValueError(f"context_depth must be in [0, {cfg.depths[0]}), got {context_depth}")
+        if cfg.width <= 0 or cfg.width % cfg.heads:
+            raise ValueError(f"image width must be a positive multiple of its {cfg.heads} heads, got {cfg.width}")
         self.cfg = cfg
         self.grid = (cfg.image_size // cfg.patch_size, cfg.image_size // cfg.patch_size)
         if cfg.stem == "conv":

@@ -55,10 +55,14 @@ def train_teacher(
                                                needed_for="the keyword loss (keyword_prompts > 0) needs captions")
     if not resume and teacher_cfg.mixing.enabled:  # a new run's batch must split into mixing groups: now, not at step 0
         mixed_batch_size(train_cfg.batch_size, teacher_cfg.mixing.images, teacher_cfg.mixing.fraction)
+    torch.manual_seed(train_cfg.seed)
+    model = None if resume else MixReorgTeacher(teacher_cfg)  # a bad architecture fails before the run directory exists
     config = prepare_run(out, run_config, train_cfg, resume)
     teacher_cfg, train_cfg = TeacherConfig.from_dict(config["teacher"]), TrainConfig.from_dict(config["train"])
-    torch.manual_seed(train_cfg.seed)
-    model = MixReorgTeacher(teacher_cfg).to(device)
+    if model is None:  # a resumed run's architecture is its saved one
+        torch.manual_seed(train_cfg.seed)
+        model = MixReorgTeacher(teacher_cfg)
+    model = model.to(device)
     if init_image is not None and not resume:
         load_vit_into_encoder(model.image_encoder, init_image)
     if parent_state is not None:
