@@ -102,15 +102,14 @@ def train_teacher_cmd(
     teacher_cfg, train_cfg = get_preset(preset)
     if variant is not None:
         apply_variant(teacher_cfg, variant)
+    for option, value in (("--mix-fraction", mix_fraction), ("--image-width", image_width)):
+        if value is not None and (init_from is not None or resume):
+            raise ValueError(f"{option} applies to a new run; an --init-from or resumed run keeps its own")
     if mix_fraction is not None:
-        if init_from is not None or resume:
-            raise ValueError("--mix-fraction applies to a new run; an --init-from or resumed run keeps its own")
         if not teacher_cfg.mixing.enabled:
             raise ValueError(f"--mix-fraction: the variant {variant!r} does not mix")
         teacher_cfg.mixing.fraction = mix_fraction
     if image_width is not None:
-        if init_from is not None or resume:
-            raise ValueError("--image-width applies to a new run; an --init-from or resumed run keeps its own")
         teacher_cfg.image.width = image_width
     train_cfg.steps, train_cfg.minutes = steps, minutes
     if steps is None and minutes is None and not resume:  # a resumed run keeps its budget unless one is given
