@@ -13,6 +13,12 @@ def _run(*args: str):
     return runner.invoke(app, list(args))
 
 
+def _train_one_step(data: Path, out: Path, *extra: str):
+    """`train-teacher` for one toy step of 8 images, with the extra options given."""
+    return _run("train-teacher", "--data", str(data), "--preset", "toy", "--out", str(out), "--steps", "1",
+                "--batch-size", "8", *extra)
+
+
 def test_missing_data_dir_is_a_clear_error(tmp_path: Path) -> None:
     result = _run("train-teacher", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "run"), "--steps", "1")
     assert result.exit_code == 2
@@ -59,31 +65,28 @@ def test_train_teacher_warns_about_a_truncated_shard(tiny_world: Path, tmp_path:
         (shards / source.name).write_bytes(source.read_bytes())
     cut = sorted(shards.glob("*.tar"))[-1]
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size * 3 // 5])  # an interrupted download
-    result = _run("train-teacher", "--data", str(shards), "--preset", "toy", "--out", str(tmp_path / "run"),
-                  "--steps", "1", "--batch-size", "8")
+    result = _train_one_step(shards, tmp_path / "run")
     assert result.exit_code == 0, result.output
     assert "1 shard(s) end early" in " ".join(result.output.split())
 
 
 def test_mix_fraction_is_recorded_and_checked(tiny_world: Path, tmp_path: Path) -> None:
-    base = ("train-teacher", "--data", str(tiny_world), "--preset", "toy", "--steps", "1", "--batch-size", "8")
-    result = _run(*base, "--out", str(tmp_path / "half"), "--mix-fraction", "0.5")
+    result = _train_one_step(tiny_world, tmp_path / "half", "--mix-fraction", "0.5")
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "half" / "config.json").read_text())
     assert config["teacher"]["mixing"]["fraction"] == 0.5
     for extra, message in ((("--mix-fraction", "0"), "(0, 1]"), (("--mix-fraction", "0.5", "--variant", "baseline"),
                                                                  "does not mix")):
-        result = _run(*base, "--out", str(tmp_path / "bad"), *extra)
+        result = _train_one_step(tiny_world, tmp_path / "bad", *extra)
         assert result.exit_code == 2 and message in result.output, result.output
 
 
 def test_image_width_is_recorded_and_checked(tiny_world: Path, tmp_path: Path) -> None:
-    base = ("train-teacher", "--data", str(tiny_world), "--preset", "toy", "--steps", "1", "--batch-size", "8")
-    result = _run(*base, "--out", str(tmp_path / "narrow"), "--image-width", "64")
+    result = _train_one_step(tiny_world, tmp_path / "narrow", "--image-width", "64")
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "narrow" / "config.json").read_text())
     assert config["teacher"]["image"]["width"] == 64
-    result = _run(*base, "--out", str(tmp_path / "bad"), "--image-width", "66")
+    result = _train_one_step(tiny_world, tmp_path / "bad", "--image-width", "66")
     assert result.exit_code == 2 and "multiple of its 4 heads" in result.output, result.output
     assert not (tmp_path / "bad").exists()
 
