@@ -29,13 +29,13 @@ from mixreorg_edge.runs import MODEL_FILE, load_model
 from mixreorg_edge.teacher.ablation import LADDER, VARIANTS, apply_variant
 from mixreorg_edge.teacher.presets import get_preset
 from mixreorg_edge.teacher.train import train_teacher
-from mixreorg_edge.zeroshot import SlidingWindow, evaluate, evaluate_biases
+from mixreorg_edge.zeroshot import ZeroShotProtocol, evaluate, evaluate_biases
 
 RESULTS = Path(__file__).parent / "results" / "ablation_toy.json"
 
 
 def evaluate_with_readout(
-    run: Path, data: Path, readout: str, protocol: SlidingWindow, tune: Path | None = None
+    run: Path, data: Path, readout: str, protocol: ZeroShotProtocol, tune: Path | None = None
 ) -> dict[str, float]:
     """Objects (uncalibrated and, given a tuning split, at the background bias calibrated there) and context mIoU
     of a run's teacher read out densely with `readout` ("group" or "token")."""
@@ -90,7 +90,8 @@ def run_variant(
     reused = _finished(run, teacher_cfg.to_dict(), steps, seed)  # a run made earlier (or by `train-teacher`)
     if not reused:
         train_teacher(data / "train", run, teacher_cfg, train_cfg, show_progress=False)
-    protocol = SlidingWindow(teacher_cfg.eval.short_side, teacher_cfg.eval.window, teacher_cfg.eval.stride)
+    # GroupViT's protocol without the preset's mask refinement: the ladder compares what training gives the logits.
+    protocol = ZeroShotProtocol(teacher_cfg.eval.short_side, teacher_cfg.eval.window, teacher_cfg.eval.stride)
     readouts = [teacher_cfg.readout] if teacher_cfg.mixing.enabled else ["group", teacher_cfg.readout]
     rows = []
     for readout in dict.fromkeys(readouts):

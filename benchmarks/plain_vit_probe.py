@@ -46,7 +46,7 @@ from mixreorg_edge.teacher.mixing import make_plan, mix_tokens
 from mixreorg_edge.teacher.model import MixReorgTeacher
 from mixreorg_edge.teacher.presets import get_preset
 from mixreorg_edge.training import Budget, TrainConfig, build_optimizer, learning_rate
-from mixreorg_edge.zeroshot import SlidingWindow, evaluate_biases
+from mixreorg_edge.zeroshot import ZeroShotProtocol, evaluate_biases
 
 RESULTS = Path(__file__).parent / "results" / "plain_vit_probe.json"
 IMAGE_SIZE, PATCH, MIXED = 64, 8, 4
@@ -163,7 +163,7 @@ def main() -> None:
                   flush=True)
 
     model.eval()
-    protocol = SlidingWindow(short_side=IMAGE_SIZE, window=IMAGE_SIZE, stride=IMAGE_SIZE // 2)
+    protocol = ZeroShotProtocol(short_side=IMAGE_SIZE, window=IMAGE_SIZE, stride=IMAGE_SIZE // 2)
     entry = calibrate_background_bias(model, SegmentationFolder(args.tune, "objects"), protocol)
     bias = entry["background_bias"]
     objects = evaluate_biases(model, SegmentationFolder(args.data / "val", "objects"), protocol, (bias, 0.0))

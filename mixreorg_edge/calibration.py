@@ -18,7 +18,7 @@ import torch
 from .data.segfolder import SegmentationDataset
 from .runs import write_json_atomic
 from .vocab import Vocabulary
-from .zeroshot import SlidingWindow, evaluate_biases
+from .zeroshot import ZeroShotProtocol, evaluate_settings, protocol_record
 
 CALIBRATION_FILE = "calibration.json"
 ENTRY_KEYS = {"label_set", "classes", "background_words", "background_bias", "tune_data", "tune_miou"}
@@ -28,7 +28,7 @@ BIAS_GRID: tuple[float, ...] = tuple(-10.0 + 0.5 * step for step in range(51))  
 def calibrate_background_bias(
     model: torch.nn.Module,
     dataset: SegmentationDataset,
-    protocol: SlidingWindow,
+    protocol: ZeroShotProtocol,
     templates: str = "ensemble",
     text_model: torch.nn.Module | None = None,
     grid: tuple[float, ...] = BIAS_GRID,
@@ -36,28 +36,50 @@ def calibrate_background_bias(
 ) -> dict[str, Any]:
     """Sweep the background bias over `grid` on a labelled tuning split (one forward pass per image) and return the
     calibration entry: the bias with the best mIoU (ties: the smallest magnitude), that mIoU, the mIoU at bias 0,
-    the whole curve, and what it was tuned on."""
+    the whole curve, and what it was tuned on. With a mask refinement in `protocol`, the entry's `unrefined` holds
+    the same for the unrefined logits (what a deployed graph without the refinement needs)."""
     if not dataset.background_words:
         raise ValueError(f"label set {dataset.label_set!r} has no background words: there is no background to calibrate")
     if 0.0 not in grid:
         raise ValueError("the bias grid must contain 0 (the uncalibrated rule)")
-    scores = evaluate_biases(model, dataset, protocol, grid, templates, show_progress=show_progress,
-                             text_model=text_model, description="calibrate")
-    curve = [(bias, result["miou"]) for bias, result in scores.items()]
-    best_bias, best_miou = max(curve, key=lambda point: (point[1], -abs(point[0])))
-    return {
+    variants = (True, False) if protocol.refinement.enabled else (True,)
+    scores = evaluate_settings(model, dataset, protocol, [(bias, refined) for refined in variants for bias in grid],
+                               templates, show_progress=show_progress, text_model=text_model,
+                               description="calibrate")
+    sweeps = {refined: _best_of([(bias, scores[(bias, refined)]["miou"]) for bias in grid]) for refined in variants}
+    entry = {
         "label_set": dataset.label_set,
         "classes": dataset.classes,
         "background_words": dataset.background_words,
-        "background_bias": best_bias,
-        "tune_miou": best_miou,
-        "uncalibrated_tune_miou": dict(curve)[0.0],
+        **sweeps[True],
         "tune_data": str(dataset.root.resolve()),
         "num_images": len(dataset),
         "templates": templates,
-        "protocol": {"short_side": protocol.short_side, "window": protocol.window, "stride": protocol.stride},
-        "curve": [[bias, miou] for bias, miou in curve],
+        "protocol": protocol_record(protocol),
     }
+    if False in sweeps:
+        entry["unrefined"] = sweeps[False]
+    return entry
+
+
+def _best_of(curve: list[tuple[float, float]]) -> dict[str, Any]:
+    best_bias, best_miou = max(curve, key=lambda point: (point[1], -abs(point[0])))
+    return {"background_bias": best_bias, "tune_miou": best_miou, "uncalibrated_tune_miou": dict(curve)[0.0],
+            "curve": [[bias, miou] for bias, miou in curve]}
+
+
+def entry_bias(entry: dict[str, Any], refinement_iterations: int) -> float:
+    """The bias an entry holds for logits refined with `refinement_iterations` (0: unrefined). An entry tuned under
+    another refinement, without an unrefined sweep for unrefined logits, is refused."""
+    tuned_with = entry.get("protocol", {}).get("refine_iterations", 0)  # entries from before refinement: none
+    if refinement_iterations == tuned_with:
+        return float(entry["background_bias"])
+    if refinement_iterations == 0 and "unrefined" in entry:
+        return float(entry["unrefined"]["background_bias"])
+    raise ValueError(
+        f"the {entry['label_set']!r} calibration was tuned with {tuned_with} mask refinement iterations, not "
+        f"{refinement_iterations}: run `mixreorg-edge calibrate` again, or pass --background-bias"
+    )
 
 
 def read_calibrations(path: Path) -> dict[str, dict[str, Any]]:
@@ -99,11 +121,12 @@ def calibration_file(run: Path) -> Path:
 
 
 def calibrated_background_bias(
-    run: Path, dataset: SegmentationDataset, calibration: Path | None = None
-) -> tuple[float, dict[str, Any] | None]:
-    """The background bias calibrated for `dataset`'s classes and background words in `calibration` (default: the
-    run's calibration file) and where it came from; (0.0, None) when there is none. A calibration tuned on
-    `dataset` itself is refused: scores on the tuning split are not evaluation scores."""
+    run: Path, dataset: SegmentationDataset, protocol: ZeroShotProtocol, calibration: Path | None = None
+) -> tuple[float, float, dict[str, Any] | None]:
+    """The background biases calibrated for `dataset`'s classes and background words in `calibration` (default: the
+    run's calibration file) for `protocol` and for its unrefined logits, and where they came from; (0.0, 0.0, None)
+    when there is none. A calibration tuned on `dataset` itself is refused: scores on the tuning split are not
+    evaluation scores."""
     path = calibration or calibration_file(run)
     if calibration is not None and not path.is_file():
         raise FileNotFoundError(f"calibration file not found: {path}")
@@ -111,21 +134,26 @@ def calibrated_background_bias(
     if entry is None:
         if calibration is not None:
             raise ValueError(f"{path} has no calibration for the classes of {dataset.root} ({dataset.label_set})")
-        return 0.0, None
+        return 0.0, 0.0, None
     if Path(entry["tune_data"]) == dataset.root.resolve():
         raise ValueError(
             f"{path} was tuned on {dataset.root}, the split being evaluated; calibrate on another labelled split "
             "(e.g. `mixreorg-edge data synth --train 0 --seed 1`) or pass --background-bias"
         )
+    bias = entry_bias(entry, protocol.refinement.iterations)
+    unrefined_bias = entry_bias(entry, 0) if protocol.refinement.enabled else bias
     source = {"file": str(path), "tune_data": entry["tune_data"], "tune_miou": entry["tune_miou"]}
-    return float(entry["background_bias"]), source
+    return bias, unrefined_bias, source
 
 
-def with_run_calibration(run: Path, vocabulary: Vocabulary) -> Vocabulary:
+def with_run_calibration(run: Path, vocabulary: Vocabulary, refinement_iterations: int) -> Vocabulary:
     """`vocabulary` with the background bias the run was calibrated with for exactly its classes and background words
-    (unchanged when there is none): what `segment --classes` and `vocab build` use, so a deployed vocabulary keeps
-    the model's calibration."""
+    and logits refined with `refinement_iterations` (unchanged when there is none): what `segment --classes` (the
+    run's refinement) and `vocab build` (unrefined, as a deployed graph computes them) use, so a vocabulary keeps the
+    model's calibration."""
     if not vocabulary.background_words:
         return vocabulary
     entry = matching_calibration(calibration_file(run), vocabulary.label_set, vocabulary.background_words)
-    return vocabulary if entry is None else replace(vocabulary, background_bias=float(entry["background_bias"]))
+    if entry is None:
+        return vocabulary
+    return replace(vocabulary, background_bias=entry_bias(entry, refinement_iterations))

@@ -15,7 +15,8 @@ from .bench.host import cpu_generation, cpu_model
 from .calibration import calibrate_background_bias, calibrated_background_bias, calibration_file, write_calibration
 from .data.standard_layouts import StandardLayoutDataset, open_segmentation_dataset
 from .runs import CONFIG_FILE, MODEL_FILE, load_model, load_text_model, write_json_atomic
-from .zeroshot import SlidingWindow, evaluate_biases
+from .refinement import MaskRefinement
+from .zeroshot import ZeroShotProtocol, evaluate_settings
 
 QUICKSTART_TRAIN_IMAGES = 20000
 QUICKSTART_VAL_IMAGES = 500
@@ -30,13 +31,17 @@ def shipped_teacher() -> Path:
 
 
 def protocol_of(
-    config: dict[str, Any], short_side: int | None = None, window: int | None = None, stride: int | None = None
-) -> SlidingWindow:
-    """The sliding-window protocol recorded with a model; an override that is not None replaces its recorded value."""
+    config: dict[str, Any], short_side: int | None = None, window: int | None = None, stride: int | None = None,
+    refine_iterations: int | None = None,
+) -> ZeroShotProtocol:
+    """The zero-shot protocol recorded with a model; an override that is not None replaces its recorded value. Runs
+    recorded before mask refinement existed are scored without it."""
     recorded = config["teacher"]["eval"]
-    settings = {"short_side": short_side, "window": window, "stride": stride}
-    settings = {key: recorded[key] if value is None else value for key, value in settings.items()}
-    return SlidingWindow(**settings)
+    overrides = {"short_side": short_side, "window": window, "stride": stride}
+    settings = {key: recorded[key] if value is None else value for key, value in overrides.items()}
+    iterations = recorded.get("refine_iterations", 0) if refine_iterations is None else refine_iterations
+    dilations = tuple(recorded.get("refine_dilations", MaskRefinement().dilations))
+    return ZeroShotProtocol(**settings, refinement=MaskRefinement(iterations, dilations))
 
 
 def evaluate_run(
@@ -50,28 +55,37 @@ def evaluate_run(
     stride: int | None = None,
     background_bias: float | None = None,
     calibration: Path | None = None,
+    refine_iterations: int | None = None,
 ) -> dict[str, Any]:
     """Load a run's model and evaluate it zero-shot on a segmentation folder, with the protocol recorded with the
-    model unless `short_side` / `window` / `stride` overrides are given, and the background bias calibrated for this
-    label set (in `calibration`, default RUN/calibration.json; see calibration.py) unless `background_bias` is given.
-    `miou_uncalibrated` is the mIoU at bias 0, from the same forward pass."""
+    model unless `short_side` / `window` / `stride` / `refine_iterations` overrides are given, and the background
+    bias calibrated for this label set (in `calibration`, default RUN/calibration.json; see calibration.py) unless
+    `background_bias` is given. From the same forward pass: `miou_uncalibrated`, the mIoU at bias 0, and, when the
+    protocol refines the logits, `miou_unrefined`, GroupViT's protocol without the refinement (at its own calibrated
+    bias, `background_bias_unrefined`; a given `background_bias` serves both)."""
     dataset = open_segmentation_dataset(data, label_set)
     model, config = load_model(model_path)
     templates = templates or config["teacher"]["eval"]["templates"]
+    protocol = protocol_of(config, short_side, window, stride, refine_iterations)
     source: dict[str, Any] | None = {"override": True}
     if background_bias is None:
-        background_bias, source = calibrated_background_bias(model_path, dataset, calibration)
-    background_bias = float(background_bias)
-    scores = evaluate_biases(model, dataset, protocol_of(config, short_side, window, stride), (background_bias, 0.0),
-                             templates=templates, show_progress=show_progress,
-                             text_model=load_text_model(model, config))
-    return {"model": str(model_path), **scores[background_bias], "miou_uncalibrated": scores[0.0]["miou"],
-            "calibration": source}
+        background_bias, unrefined_bias, source = calibrated_background_bias(model_path, dataset, protocol, calibration)
+    else:
+        unrefined_bias = background_bias
+    bias, unrefined_bias = float(background_bias), float(unrefined_bias)
+    settings = [(bias, True), (0.0, True)] + ([(unrefined_bias, False)] if protocol.refinement.enabled else [])
+    scores = evaluate_settings(model, dataset, protocol, settings, templates=templates, show_progress=show_progress,
+                               text_model=load_text_model(model, config))
+    result = {"model": str(model_path), **scores[(bias, True)], "miou_uncalibrated": scores[(0.0, True)]["miou"],
+              "calibration": source}
+    if protocol.refinement.enabled:
+        result.update(miou_unrefined=scores[(unrefined_bias, False)]["miou"], background_bias_unrefined=unrefined_bias)
+    return result
 
 
 def calibrate_run(
     model_path: Path, data: Path, label_set: str, templates: str | None = None, out: Path | None = None,
-    show_progress: bool = False,
+    show_progress: bool = False, refine_iterations: int | None = None,
 ) -> dict[str, Any]:
     """Calibrate a run's background bias for `label_set` on the labelled tuning split `data` (never the split its
     scores are reported on) and record it in `out` (default RUN/calibration.json); returns the entry."""
@@ -82,11 +96,18 @@ def calibrate_run(
                          f"folder with classes.json and background words")
     model, config = load_model(model_path)
     templates = templates or config["teacher"]["eval"]["templates"]
-    entry = calibrate_background_bias(model, dataset, protocol_of(config), templates,
-                                      load_text_model(model, config), show_progress=show_progress)
+    protocol = protocol_of(config, refine_iterations=refine_iterations)
+    entry = calibrate_background_bias(model, dataset, protocol, templates, load_text_model(model, config),
+                                      show_progress=show_progress)
     path = out or calibration_file(model_path)
     write_calibration(path, entry)
     return {**entry, "file": str(path)}
+
+
+def _unrefined_note(scores: dict[str, Any]) -> str:
+    if "miou_unrefined" not in scores:
+        return ""
+    return f" (without the mask refinement: {scores['miou_unrefined']:.2f})"
 
 
 def quickstart(
@@ -145,7 +166,7 @@ def quickstart(
         scores = evaluate_run(teacher_dir, data_dir / "val", label_set, show_progress=True)
         write_json_atomic(out / f"teacher_eval_{label_set}.json", scores)
         evaluations[label_set] = scores
-        console.print(f"teacher {label_set} mIoU: [bold]{scores['miou']:.2f}[/]")
+        console.print(f"teacher {label_set} mIoU: [bold]{scores['miou']:.2f}[/]" + _unrefined_note(scores))
 
     console.rule(f"3/4 distil a {QUICKSTART_STUDENT} student (images only)")
     student_train_cfg = default_train_config()
@@ -159,6 +180,7 @@ def quickstart(
         f"objects mIoU: teacher [bold]{evaluations['objects']['miou']:.2f}[/], "
         f"student {QUICKSTART_STUDENT} [bold]{student_scores['miou']:.2f}[/] "
         f"({student_scores['miou'] / max(evaluations['objects']['miou'], 1e-9):.0%} retained)"
+        + _unrefined_note(student_scores)
     )
 
     summary = {
@@ -171,6 +193,8 @@ def quickstart(
         "tune_dir": str(tune_dir),
         "teacher_miou": evaluations["objects"]["miou"],
         "teacher_miou_uncalibrated": evaluations["objects"]["miou_uncalibrated"],
+        # GroupViT's protocol without the mask refinement (None when the model's protocol does not refine)
+        "teacher_miou_unrefined": evaluations["objects"].get("miou_unrefined"),
         "teacher_background_bias": teacher_calibration["background_bias"],
         "teacher_miou_context": evaluations["context"]["miou"],
         "teacher_eval_objects": str(out / "teacher_eval_objects.json"),
@@ -180,6 +204,7 @@ def quickstart(
         "student_distill_steps": distill_steps,
         "student_miou": student_scores["miou"],
         "student_miou_uncalibrated": student_scores["miou_uncalibrated"],
+        "student_miou_unrefined": student_scores.get("miou_unrefined"),
         "student_background_bias": student_calibration["background_bias"],
         "student_eval_objects": str(out / "student_eval_objects.json"),
         "cpu": cpu_model(),  # what `seconds` was measured on

@@ -46,7 +46,7 @@ def run_vocabulary(model_path: Path, classes: str | None, vocab: Path | None) ->
     else:
         text_model = load_text_model(model, config)
         vocabulary = vocabulary_for(text_model, classes, templates=config["teacher"]["eval"]["templates"])
-        vocabulary = with_run_calibration(model_path, vocabulary)
+        vocabulary = with_run_calibration(model_path, vocabulary, protocol_of(config).refinement.iterations)
     return model, config, vocabulary
 
 

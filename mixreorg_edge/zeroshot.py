@@ -1,5 +1,6 @@
 """Zero-shot segmentation with GroupViT's protocol: resize the short side, slide a window, average the logits of
-overlapping windows, upsample to the original size, apply the vocabulary head's background rule, argmax."""
+overlapping windows, (optionally) refine them along the image's edges, upsample to the original size, apply the
+vocabulary head's background rule, argmax."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from .data.segfolder import SegmentationDataset
 from .data.transforms import normalize_uint8
 from .head import VocabularyHead
 from .metrics import SegmentationMetric
+from .refinement import MaskRefinement, refine_logits
 from .vocab import Vocabulary, build_vocabulary
 
 
@@ -27,11 +29,15 @@ class DenseModel(Protocol):
 
 
 @dataclass(frozen=True)
-class SlidingWindow:
+class ZeroShotProtocol:
+    """GroupViT's sliding window at a resized scale, and the mask refinement applied to its logits (off by
+    default: GroupViT's protocol)."""
+
     short_side: int
     window: int
     stride: int
     max_long_side: int = 2048
+    refinement: MaskRefinement = MaskRefinement()
 
     def __post_init__(self) -> None:
         for name in ("short_side", "window", "stride", "max_long_side"):
@@ -85,22 +91,22 @@ def sliding_window_logits(
     return (total / count)[:, :, :height, :width]
 
 
-@torch.no_grad()
-def resized_logits(
-    model: DenseModel, head: VocabularyHead, image: Image.Image, protocol: SlidingWindow
-) -> torch.Tensor:
-    """PIL image of any size -> (1, V, h, w) vocabulary logits at the protocol's resized resolution."""
-    device = next(head.parameters()).device
+def resized_input(image: Image.Image, protocol: ZeroShotProtocol, device: torch.device) -> torch.Tensor:
+    """PIL image of any size -> (1, 3, h, w) normalised pixels at the protocol's resized resolution."""
     resized = resize_short_side(image.convert("RGB"), protocol.short_side, protocol.max_long_side)
     pixels = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1)[None].to(device)
-    return sliding_window_logits(model, head, normalize_uint8(pixels), protocol.window, protocol.stride)
+    return normalize_uint8(pixels)
 
 
 @torch.no_grad()
-def image_logits(model: DenseModel, head: VocabularyHead, image: Image.Image, protocol: SlidingWindow) -> torch.Tensor:
-    """PIL image of any size -> (1, V, H, W) vocabulary logits at the image's own resolution."""
-    logits = resized_logits(model, head, image, protocol)
-    return F.interpolate(logits, size=(image.height, image.width), mode="bilinear", align_corners=False)
+def resized_logits(
+    model: DenseModel, head: VocabularyHead, image: Image.Image, protocol: ZeroShotProtocol
+) -> torch.Tensor:
+    """PIL image of any size -> (1, V, h, w) vocabulary logits at the protocol's resized resolution, refined by the
+    protocol's mask refinement (if any)."""
+    pixels = resized_input(image, protocol, next(head.parameters()).device)
+    logits = sliding_window_logits(model, head, pixels, protocol.window, protocol.stride)
+    return refine_logits(pixels, logits, protocol.refinement)
 
 
 def bilinear_weights(out_size: int, in_size: int) -> torch.Tensor:
@@ -119,7 +125,7 @@ def bilinear_weights(out_size: int, in_size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_label_map(
-    model: DenseModel, head: VocabularyHead, image: Image.Image, protocol: SlidingWindow,
+    model: DenseModel, head: VocabularyHead, image: Image.Image, protocol: ZeroShotProtocol,
     max_bytes: int = 256 * 2**20,
 ) -> np.ndarray:
     """PIL image of any size -> (H, W) label-set indices at the image's own resolution.
@@ -142,39 +148,72 @@ def predict_label_map(
     return labels
 
 
+def protocol_record(protocol: ZeroShotProtocol, refined: bool = True) -> dict:
+    """The protocol as recorded with scores and calibrations (`refined` False: its refinement switched off)."""
+    refinement = protocol.refinement if refined else MaskRefinement()
+    return {"short_side": protocol.short_side, "window": protocol.window, "stride": protocol.stride,
+            "refine_iterations": refinement.iterations, "refine_dilations": list(refinement.dilations)}
+
+
+def evaluate_settings(
+    model: torch.nn.Module,
+    dataset: SegmentationDataset,
+    protocol: ZeroShotProtocol,
+    settings: Sequence[tuple[float, bool]],
+    templates: str = "ensemble",
+    show_progress: bool = False,
+    text_model: torch.nn.Module | None = None,
+    description: str = "eval",
+) -> dict[tuple[float, bool], dict]:
+    """Zero-shot scores of `model` on a segmentation folder for each (background bias, refined) setting, from one
+    forward pass per image: a bias only shifts the background words' logits (see calibration.py), before or after
+    the protocol's refinement alike, and `refined` False scores the same logits unrefined (GroupViT's protocol).
+    Per setting, what `evaluate` returns."""
+    if not settings:
+        raise ValueError("give at least one background bias")
+    model.eval()
+    vocabulary: Vocabulary = build_vocabulary(
+        text_model or model, dataset.classes, dataset.background_words, templates, dataset.background_threshold
+    )
+    device = next(model.parameters()).device
+    head = VocabularyHead(vocabulary).to(device)
+    settings = [(float(bias), bool(refined)) for bias, refined in settings]
+    metrics = {setting: SegmentationMetric(len(dataset.classes)) for setting in settings}
+    with Progress(disable=not show_progress, transient=True) as progress:
+        for index in progress.track(range(len(dataset)), description=f"{description} {dataset.label_set}"):
+            image, mask, _ = dataset[index]
+            pixels = resized_input(image, protocol, device)
+            raw = sliding_window_logits(model, head, pixels, protocol.window, protocol.stride)
+            size = (image.height, image.width)
+            logits = {refined: F.interpolate(
+                refine_logits(pixels, raw, protocol.refinement) if refined else raw,
+                size=size, mode="bilinear", align_corners=False).cpu() for refined in {r for _, r in settings}}
+            target = torch.from_numpy(mask.astype(np.int64))
+            for (bias, refined), metric in metrics.items():
+                metric.update(head.labels(head.shift_background(logits[refined], bias))[0], target)
+    return {(bias, refined): _scores(metric, dataset, protocol, refined, templates, bias)
+            for (bias, refined), metric in metrics.items()}
+
+
 def evaluate_biases(
     model: torch.nn.Module,
     dataset: SegmentationDataset,
-    protocol: SlidingWindow,
+    protocol: ZeroShotProtocol,
     biases: Sequence[float],
     templates: str = "ensemble",
     show_progress: bool = False,
     text_model: torch.nn.Module | None = None,
     description: str = "eval",
 ) -> dict[float, dict]:
-    """Zero-shot scores of `model` on a segmentation folder at each background bias in `biases` (the background
-    words' log-prior, see calibration.py), from one forward pass per image: a bias only shifts the background words'
-    logits, so every bias is applied to the same logits. Per bias, what `evaluate` returns."""
-    if not biases:
-        raise ValueError("give at least one background bias")
-    model.eval()
-    vocabulary: Vocabulary = build_vocabulary(
-        text_model or model, dataset.classes, dataset.background_words, templates, dataset.background_threshold
-    )
-    head = VocabularyHead(vocabulary).to(next(model.parameters()).device)
-    metrics = {float(bias): SegmentationMetric(len(dataset.classes)) for bias in biases}
-    with Progress(disable=not show_progress, transient=True) as progress:
-        for index in progress.track(range(len(dataset)), description=f"{description} {dataset.label_set}"):
-            image, mask, _ = dataset[index]
-            logits = image_logits(model, head, image, protocol).cpu()
-            target = torch.from_numpy(mask.astype(np.int64))
-            for bias, metric in metrics.items():
-                metric.update(head.labels(head.shift_background(logits, bias))[0], target)
-    return {bias: _scores(metric, dataset, protocol, templates, bias) for bias, metric in metrics.items()}
+    """`evaluate_settings` at each background bias in `biases`, under the whole protocol; keyed by bias."""
+    scores = evaluate_settings(model, dataset, protocol, [(bias, True) for bias in biases], templates, show_progress,
+                               text_model, description)
+    return {bias: result for (bias, _), result in scores.items()}
 
 
 def _scores(
-    metric: SegmentationMetric, dataset: SegmentationDataset, protocol: SlidingWindow, templates: str, bias: float
+    metric: SegmentationMetric, dataset: SegmentationDataset, protocol: ZeroShotProtocol, refined: bool,
+    templates: str, bias: float,
 ) -> dict:
     scores = metric.compute()
     return {
@@ -187,14 +226,14 @@ def _scores(
         "templates": templates,
         "background_words": dataset.background_words,
         "background_bias": bias,
-        "protocol": {"short_side": protocol.short_side, "window": protocol.window, "stride": protocol.stride},
+        "protocol": protocol_record(protocol, refined),
     }
 
 
 def evaluate(
     model: torch.nn.Module,
     dataset: SegmentationDataset,
-    protocol: SlidingWindow,
+    protocol: ZeroShotProtocol,
     templates: str = "ensemble",
     show_progress: bool = False,
     text_model: torch.nn.Module | None = None,

@@ -142,3 +142,29 @@ def test_a_dataset_without_background_words_uses_its_background_threshold(
         assert iou["background"] > 0.0 and max(foreground) == 0.0
     else:  # background never wins
         assert iou["background"] == 0.0
+
+
+def test_a_refined_calibration_keeps_the_unrefined_bias_apart(
+    run: Path, tune_split: Path, tiny_world: Path, tmp_path: Path
+) -> None:
+    from mixreorg_edge.vocab import load_vocabulary
+
+    plain = calibrate_run(run, tune_split, "objects", refine_iterations=0, out=tmp_path / "plain.json")
+    assert "unrefined" not in plain and plain["protocol"]["refine_iterations"] == 0
+    refined = calibrate_run(run, tune_split, "objects", refine_iterations=3)
+    assert refined["protocol"]["refine_iterations"] == 3
+    assert refined["unrefined"]["curve"] == plain["curve"]  # the same sweep, scored without the refinement
+    unrefined = {**refined["unrefined"], "background_bias": -1.0}
+    write_calibration(run / CALIBRATION_FILE, {**refined, "background_bias": -2.0, "unrefined": unrefined})
+    val = tiny_world / "val"
+    scores = evaluate_run(run, val, "objects", refine_iterations=3)
+    assert scores["background_bias"] == -2.0 and scores["background_bias_unrefined"] == -1.0
+    expected = evaluate_run(run, val, "objects", refine_iterations=0, background_bias=-1.0)["miou"]
+    assert scores["miou_unrefined"] == pytest.approx(expected, abs=1e-9)
+    assert evaluate_run(run, val, "objects", refine_iterations=0)["background_bias"] == -1.0
+    result = runner.invoke(app, ["eval", "--model", str(run), "--data", str(val), "--refine-iterations", "5"])
+    assert result.exit_code == 2 and _said(result, "was tuned with 3 mask refinement iterations, not 5")
+    vocab = tmp_path / "vocab.safetensors"  # for a deployed graph, which does not refine
+    build = ["vocab", "build", "--teacher", str(run), "--classes", "synthetic-objects", "--out", str(vocab)]
+    assert runner.invoke(app, build).exit_code == 0
+    assert load_vocabulary(vocab).background_bias == -1.0

@@ -113,9 +113,28 @@ def test_eval_protocol_overrides_are_used_and_checked(tiny_world: Path, tiny_tea
     recorded = json.loads(out.read_text())["protocol"]
     result = _run(*args, "--short-side", "48", "--window", "24", "--stride", "12")
     assert result.exit_code == 0, result.output
-    assert json.loads(out.read_text())["protocol"] == {"short_side": 48, "window": 24, "stride": 12} != recorded
+    protocol = json.loads(out.read_text())["protocol"]
+    assert protocol == {**recorded, "short_side": 48, "window": 24, "stride": 12} != recorded
     result = _run(*args, "--stride", "0")
     assert result.exit_code == 2 and "stride must be a positive" in result.output
+
+
+def test_eval_refinement_override_reports_both_protocols(
+    tiny_world: Path, tiny_teacher_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "scores.json"
+    args = ("eval", "--model", str(tiny_teacher_run), "--data", str(tiny_world / "val"), "--json", str(out))
+    assert _run(*args, "--refine-iterations", "0").exit_code == 0
+    plain = json.loads(out.read_text())
+    assert plain["protocol"]["refine_iterations"] == 0 and "miou_unrefined" not in plain
+    result = _run(*args, "--refine-iterations", "3")
+    assert result.exit_code == 0, result.output
+    refined = json.loads(out.read_text())
+    assert refined["protocol"]["refine_iterations"] == 3
+    assert refined["miou_unrefined"] == pytest.approx(plain["miou"], abs=1e-9)  # the same pass, scored unrefined
+    assert "without the mask refinement" in result.output
+    result = _run(*args, "--refine-iterations", "-1")
+    assert result.exit_code == 2 and "refinement iterations must be 0" in result.output
 
 
 @pytest.mark.parametrize("args, message", [

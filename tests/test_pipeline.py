@@ -33,6 +33,9 @@ def test_quickstart_writes_a_summary_of_every_artifact(from_scratch: bool, tmp_p
         assert scores["background_bias"] == on_disk[f"{role}_background_bias"]
         assert scores["calibration"]["tune_data"] == calibration["tune_data"]
         assert 0.0 <= on_disk[f"{role}_miou_uncalibrated"] <= 100.0
+        # the toy protocol refines the logits; GroupViT's protocol without it is reported beside
+        assert scores["protocol"]["refine_iterations"] == 20
+        assert on_disk[f"{role}_miou_unrefined"] == scores["miou_unrefined"]
     with pytest.raises(FileExistsError):
         quickstart(out, train_images=128, val_images=6, distill_steps=2)
 
@@ -46,8 +49,9 @@ def test_shipped_teacher_records_how_it_was_made() -> None:
         assert "train-teacher" in link["provenance"]["command"] and isinstance(link["train"]["seed"], int)
         link, links = link.get("init_from"), links + 1
     assert links >= 1
-    toy_eval = get_preset("toy")[0].to_dict()["eval"]
+    toy_eval = json.loads(json.dumps(get_preset("toy")[0].to_dict()["eval"]))  # tuples as JSON lists
     assert config["teacher"]["eval"] == provenance["teacher"]["eval"] == toy_eval
     calibration = json.loads((shipped_teacher() / "calibration.json").read_text())["objects"]
     assert calibration["num_images"] == 500 and calibration["protocol"] == {k: toy_eval[k] for k in calibration["protocol"]}
     assert calibration["tune_miou"] >= calibration["uncalibrated_tune_miou"]
+    assert calibration["unrefined"]["tune_miou"] >= calibration["unrefined"]["uncalibrated_tune_miou"]

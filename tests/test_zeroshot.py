@@ -1,4 +1,5 @@
-"""Sliding-window inference: protocol checks, and labels of large images made in bands of rows."""
+"""Sliding-window inference: protocol checks, labels of large images made in bands of rows, where the mask
+refinement happens."""
 
 from pathlib import Path
 
@@ -11,7 +12,10 @@ from PIL import Image
 from mixreorg_edge.head import VocabularyHead
 from mixreorg_edge.runs import load_model
 from mixreorg_edge.vocab import build_vocabulary
-from mixreorg_edge.zeroshot import SlidingWindow, bilinear_weights, predict_label_map
+from mixreorg_edge.refinement import MaskRefinement, refine_logits
+from mixreorg_edge.zeroshot import (
+    ZeroShotProtocol, bilinear_weights, predict_label_map, resized_input, sliding_window_logits,
+)
 
 
 @pytest.mark.parametrize("source, target", [((8, 8), (64, 64)), ((7, 13), (50, 37)), ((16, 9), (5, 100))])
@@ -23,20 +27,36 @@ def test_bilinear_weights_are_interpolates(source: tuple[int, int], target: tupl
     assert torch.allclose(banded, expected, atol=1e-5)
 
 
-def test_large_label_maps_are_made_in_bands_with_the_same_result(tiny_teacher_run: Path) -> None:
+@pytest.mark.parametrize("refine_iterations", [0, 3])
+def test_large_label_maps_are_made_in_bands_with_the_same_result(
+    tiny_teacher_run: Path, refine_iterations: int
+) -> None:
     model, config = load_model(tiny_teacher_run)
     head = VocabularyHead(build_vocabulary(model, ["background", "car", "tree"], ["sky", "grass"], "simple"))
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (90, 141, 3), dtype=np.uint8))
-    protocol = SlidingWindow(short_side=32, window=32, stride=16)
+    protocol = ZeroShotProtocol(short_side=32, window=32, stride=16, refinement=MaskRefinement(refine_iterations))
     whole = predict_label_map(model, head, image, protocol)
     banded = predict_label_map(model, head, image, protocol, max_bytes=5 * 141 * 4 * 7)  # 7 rows a band
     assert whole.shape == banded.shape == (90, 141)
     assert (whole == banded).mean() > 0.999  # float rounding may flip a near-tie
 
 
+def test_refinement_happens_at_the_resized_scale_before_upsampling(tiny_teacher_run: Path) -> None:
+    model, _ = load_model(tiny_teacher_run)
+    head = VocabularyHead(build_vocabulary(model, ["background", "car", "tree"], ["sky", "grass"], "simple"))
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 72, 3), dtype=np.uint8))
+    protocol = ZeroShotProtocol(short_side=32, window=32, stride=16, refinement=MaskRefinement(5, (1, 2)))
+    pixels = resized_input(image, protocol, torch.device("cpu"))
+    logits = sliding_window_logits(model, head, pixels, protocol.window, protocol.stride)
+    refined = F.interpolate(refine_logits(pixels, logits, protocol.refinement), size=(48, 72), mode="bilinear",
+                            align_corners=False)
+    assert (predict_label_map(model, head, image, protocol) == head.labels(refined)[0].numpy()).all()
+    assert not torch.allclose(refine_logits(pixels, logits, protocol.refinement), logits, atol=1e-4)
+
+
 def test_a_stride_longer_than_the_window_is_refused() -> None:
     with pytest.raises(ValueError, match="must not exceed the window"):
-        SlidingWindow(short_side=64, window=32, stride=48)
+        ZeroShotProtocol(short_side=64, window=32, stride=48)
     with pytest.raises(ValueError, match="positive"):
-        SlidingWindow(short_side=0, window=32, stride=16)
+        ZeroShotProtocol(short_side=0, window=32, stride=16)

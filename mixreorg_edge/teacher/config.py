@@ -79,12 +79,15 @@ class MixingConfig:
 
 @dataclass
 class EvalConfig:
-    """Zero-shot segmentation protocol (GroupViT's): short side resize, sliding window, template ensemble."""
+    """Zero-shot segmentation protocol (GroupViT's): short side resize, sliding window, template ensemble; and the
+    mask refinement of the logits (refinement.py; 0 iterations = off, GroupViT's protocol)."""
 
     short_side: int = 448
     window: int = 448
     stride: int = 224
     templates: str = "ensemble"
+    refine_iterations: int = 0
+    refine_dilations: tuple[int, ...] = (1, 2, 4, 8, 16)
 
 
 @dataclass
