@@ -54,7 +54,7 @@ def evaluate_with_readout(
 
 def _finished(run: Path, teacher: dict, steps: int, seed: int) -> bool:
     """True when `run` already holds this exact variant trained for `steps` steps with `seed` (the evaluation
-    protocol it recorded does not matter: every variant is evaluated with the preset's current one)."""
+    protocol it recorded does not matter: every variant is evaluated with the preset's current sliding window)."""
     try:
         _, config = load_model_state(run / MODEL_FILE)
     except FileNotFoundError:
