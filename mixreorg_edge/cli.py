@@ -45,11 +45,15 @@ def data_synth(
     val: int = typer.Option(500, "--val", help="Validation images with masks."),
     size: int = typer.Option(64, "--size", help="Image side in pixels."),
     seed: int = typer.Option(0, "--seed", help="Generator seed (same seed, same world)."),
+    thing_colours: str = typer.Option(
+        "free", "--thing-colours",
+        help="free: most things in any colour, told apart by shape | by-class: each thing in a hue band of its own.",
+    ),
 ) -> None:
     """Generate the synthetic caption world: WebDataset training shards and a labelled validation folder."""
     from .data.synth import write_synthetic_world
 
-    summary = write_synthetic_world(out, train=train, val=val, size=size, seed=seed)
+    summary = write_synthetic_world(out, train=train, val=val, size=size, seed=seed, thing_colours=thing_colours)
     console.print(f"wrote {train} training pairs and {val} validation images to [bold]{out}[/]")
     console.print_json(json.dumps(summary, default=str))
 

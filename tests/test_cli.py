@@ -25,6 +25,14 @@ def test_missing_data_dir_is_a_clear_error(tmp_path: Path) -> None:
     assert "not found" in result.output
 
 
+def test_data_synth_records_thing_colours_and_refuses_unknown_ones(tmp_path: Path) -> None:
+    result = _run("data", "synth", "--out", str(tmp_path / "w"), "--train", "2", "--val", "1", "--thing-colours", "by-class")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "w" / "world.json").read_text())["thing_colours"] == "by-class"
+    result = _run("data", "synth", "--out", str(tmp_path / "x"), "--train", "1", "--val", "1", "--thing-colours", "pink")
+    assert result.exit_code != 0 and "unknown thing colours 'pink'" in result.output
+
+
 def test_unknown_preset_lists_the_valid_ones(tiny_world: Path, tmp_path: Path) -> None:
     result = _run("train-teacher", "--data", str(tiny_world), "--preset", "huge", "--out", str(tmp_path / "r"))
     assert result.exit_code == 2

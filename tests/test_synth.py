@@ -1,5 +1,6 @@
 """Synthetic caption world: determinism, mask/caption consistency, on-disk layout."""
 
+import colorsys
 import io
 import json
 import re
@@ -15,12 +16,15 @@ from mixreorg_edge.data.synth import (
     IGNORE_INDEX,
     LABEL_SETS,
     STUFF,
+    THING_COLOURS,
     THINGS,
     make_caption,
     make_sample,
     render_scene,
     write_synthetic_world,
 )
+from mixreorg_edge.data.synth.colors import HUE_SPREAD, Palette
+from mixreorg_edge.data.synth.icons import thing_palette
 
 SIZE = 64
 
@@ -152,6 +156,7 @@ def test_val_layout(world: Path):
     assert [d["key"] for d in lines] == keys
     meta = json.loads((world / "world.json").read_text())
     assert meta["counts"] == {"train": 12, "val": 6} and meta["seed"] == 3 and meta["size"] == SIZE
+    assert meta["thing_colours"] == "free"
     assert meta["things"] == list(THINGS) and meta["stuff"] == list(STUFF)
 
 
@@ -170,7 +175,9 @@ def test_rewrite_removes_stale_shards(tmp_path: Path):
     assert len(list((tmp_path / "val" / "images").glob("*.jpg"))) == 1
 
 
-@pytest.mark.parametrize("kwargs", [{"size": 31}, {"train": -1}, {"val": -1}, {"shard_size": 0}, {"workers": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"size": 31}, {"train": -1}, {"val": -1}, {"shard_size": 0}, {"workers": 0}, {"thing_colours": "pink"}]
+)
 def test_bad_arguments_raise(tmp_path: Path, kwargs: dict):
     args = {"train": 1, "val": 1, **kwargs}
     with pytest.raises(ValueError):
@@ -180,3 +187,41 @@ def test_bad_arguments_raise(tmp_path: Path, kwargs: dict):
 def test_render_scene_rejects_small_size():
     with pytest.raises(ValueError, match="size"):
         render_scene(np.random.default_rng(0), size=16)
+
+
+def _hues(colours: list[tuple[int, int, int]]) -> np.ndarray:
+    return np.array([colorsys.rgb_to_hsv(*(c / 255 for c in colour))[0] * 360 for colour in colours])
+
+
+def _hue_distance(a: np.ndarray, b: float) -> np.ndarray:
+    return np.abs((a - b + 180) % 360 - 180)
+
+
+def test_free_thing_colours_take_any_hue_and_greys():
+    rng = np.random.default_rng(0)
+    palette = thing_palette("car", "free")
+    assert palette == Palette()
+    man_made = [palette.man_made(rng) for _ in range(400)]
+    assert any(r == g == b for r, g, b in man_made)  # greys
+    hues = _hues([palette.any(rng) for _ in range(400)])
+    assert np.histogram(hues, bins=12, range=(0, 360))[0].min() > 0  # every part of the colour wheel
+
+
+def test_by_class_thing_colours_stay_in_each_things_own_hue_band():
+    centres = [thing_palette(thing, "by-class").hue for thing in THINGS]
+    gaps = [_hue_distance(np.array([a]), b)[0] for i, a in enumerate(centres) for b in centres[i + 1 :]]
+    assert min(gaps) >= 2 * HUE_SPREAD  # the bands do not overlap
+    rng = np.random.default_rng(0)
+    for thing, centre in zip(THINGS, centres):
+        palette = thing_palette(thing, "by-class")
+        colours = [palette.any(rng) for _ in range(100)] + [palette.man_made(rng) for _ in range(100)]
+        assert not any(r == g == b for r, g, b in colours)
+        assert _hue_distance(_hues(colours), centre).max() <= HUE_SPREAD + 2  # + rounding to 8-bit RGB
+
+
+def test_by_class_world_is_recorded_and_differs_from_the_free_one(world: Path, tmp_path: Path):
+    assert THING_COLOURS == ("free", "by-class")
+    write_synthetic_world(tmp_path, train=12, val=6, size=SIZE, seed=3, shard_size=5, workers=1, thing_colours="by-class")
+    assert json.loads((tmp_path / "world.json").read_text())["thing_colours"] == "by-class"
+    by_class, free = _dir_bytes(tmp_path), _dir_bytes(world)
+    assert sum(by_class[k] != free[k] for k in free if k.startswith("val/images/")) > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,13 +30,23 @@ def lighter(c: Color, f: float = 0.5) -> Color:
     return r, g, b
 
 
-def any_color(rng: np.random.Generator, sat: tuple[float, float] = (0.5, 1.0), val: tuple[float, float] = (0.5, 1.0)) -> Color:
-    return hsv(uniform(rng, 0, 360), uniform(rng, *sat), uniform(rng, *val))
+HUE_SPREAD = 12.0  # degrees either side of a thing's own hue, with by-class thing colours
 
 
-def man_made_color(rng: np.random.Generator) -> Color:
-    """Any saturated colour, or (15%) a grey from near-black to near-white."""
-    if rng.random() < 0.15:
-        v = round(uniform(rng, 0.15, 0.95) * 255)
-        return v, v, v
-    return any_color(rng, (0.45, 1.0), (0.45, 1.0))
+@dataclass(frozen=True)
+class Palette:
+    """Where an icon's free colours come from: any hue (`hue` None, so colour alone never names the thing), or
+    within +-HUE_SPREAD degrees of a hue of the thing's own (so colour names it, as yellow names the sun)."""
+
+    hue: float | None = None
+
+    def any(self, rng: np.random.Generator, sat: tuple[float, float] = (0.5, 1.0), val: tuple[float, float] = (0.5, 1.0)) -> Color:
+        hue = uniform(rng, 0, 360) if self.hue is None else self.hue + uniform(rng, -HUE_SPREAD, HUE_SPREAD)
+        return hsv(hue, uniform(rng, *sat), uniform(rng, *val))
+
+    def man_made(self, rng: np.random.Generator) -> Color:
+        """A saturated colour, or (15%, free hues only) a grey from near-black to near-white."""
+        if self.hue is None and rng.random() < 0.15:
+            v = round(uniform(rng, 0.15, 0.95) * 255)
+            return v, v, v
+        return self.any(rng, (0.45, 1.0), (0.45, 1.0))

@@ -1,7 +1,8 @@
 """Procedural thing icons.
 
-Things are identified by shape: every class has a varied palette so colour alone never
-names it.
+By default ("free" thing colours) things are identified by shape: most classes draw their main colours from any
+hue, so colour alone names only the few whose colour is part of what they are (sun, tree). With "by-class" thing
+colours every class draws its free colours from a hue band of its own.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .colors import Color, any_color, darker, hsv, lighter, man_made_color, uniform
+from .colors import Color, Palette, darker, hsv, lighter, uniform
 
-Drawer = Callable[[ImageDraw.ImageDraw, int, np.random.Generator], None]
+Drawer = Callable[[ImageDraw.ImageDraw, int, np.random.Generator, Palette], None]
 
 
 def _box(s: int, *coords: float) -> list[float]:
@@ -44,7 +45,7 @@ def _blobs(d: ImageDraw.ImageDraw, s: int, circles: Sequence[tuple[float, float,
         d.ellipse(_circle(s, cx, cy, r), fill=fill)
 
 
-def _draw_sun(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator) -> None:
+def _draw_sun(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator, palette: Palette) -> None:
     core = hsv(uniform(rng, 42, 56), uniform(rng, 0.75, 1.0), uniform(rng, 0.92, 1.0))
     ray = hsv(uniform(rng, 22, 48), uniform(rng, 0.8, 1.0), uniform(rng, 0.88, 1.0))
     n = int(rng.integers(8, 13))
@@ -57,7 +58,7 @@ def _draw_sun(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator) -> None:
     d.ellipse(_circle(s, 0.5, 0.5, 0.2), fill=lighter(core, 0.35))
 
 
-def _draw_tree(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator) -> None:
+def _draw_tree(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator, palette: Palette) -> None:
     trunk = hsv(uniform(rng, 18, 35), uniform(rng, 0.4, 0.7), uniform(rng, 0.3, 0.55))
     if rng.random() < 0.2:  # autumn
         leaf = hsv(uniform(rng, 12, 50), uniform(rng, 0.7, 0.95), uniform(rng, 0.55, 0.9))
@@ -76,15 +77,15 @@ def _draw_tree(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator) -> None
             d.polygon(_box(s, 0.5, top, 0.5 - half, bot, 0.5 + half, bot), fill=leaf, outline=darker(leaf), width=_ow(s))
 
 
-def _draw_house(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator) -> None:
-    wall = any_color(rng, (0.15, 0.6), (0.65, 0.98))
-    roof = any_color(rng, (0.4, 0.85), (0.35, 0.7))
+def _draw_house(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator, palette: Palette) -> None:
+    wall = palette.any(rng, (0.15, 0.6), (0.65, 0.98))
+    roof = palette.any(rng, (0.4, 0.85), (0.35, 0.7))
     ow = _ow(s)
     if rng.random() < 0.5:
         d.rectangle(_box(s, 0.66, 0.12, 0.76, 0.36), fill=roof, outline=darker(roof), width=ow)
     d.rectangle(_box(s, 0.18, 0.45, 0.82, 0.96), fill=wall, outline=darker(wall), width=ow)
     d.polygon(_box(s, 0.08, 0.48, 0.5, 0.08, 0.92, 0.48), fill=roof, outline=darker(roof), width=ow)
-    door = any_color(rng, (0.3, 0.8), (0.25, 0.6))
+    door = palette.any(rng, (0.3, 0.8), (0.25, 0.6))
     d.rectangle(_box(s, 0.42, 0.66, 0.58, 0.96), fill=door, outline=darker(door), width=ow)
     glass = hsv(uniform(rng, 40, 210), uniform(rng, 0.2, 0.5), uniform(rng, 0.85, 1.0))
     for x0 in (0.24, 0.62):
@@ -92,8 +93,8 @@ def _draw_house(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator) -> Non
         d.line(_box(s, x0 + 0.07, 0.55, x0 + 0.07, 0.7), fill=darker(wall, 0.4), width=ow)
 
 
-def _draw_car(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator) -> None:
-    body = man_made_color(rng)
+def _draw_car(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator, palette: Palette) -> None:
+    body = palette.man_made(rng)
     ow, dark = _ow(s), darker(body, 0.5)
     d.polygon(_box(s, 0.2, 0.47, 0.33, 0.2, 0.68, 0.2, 0.82, 0.47), fill=body, outline=dark, width=ow)
     d.rounded_rectangle(_box(s, 0.03, 0.44, 0.97, 0.76), radius=0.08 * s, fill=body, outline=dark, width=ow)
@@ -107,9 +108,9 @@ def _draw_car(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator) -> None:
         d.ellipse(_circle(s, cx, 0.76, 0.055), fill=(175, 175, 180))
 
 
-def _draw_boat(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator) -> None:
-    hull = man_made_color(rng)
-    sail = hsv(uniform(rng, 0, 360), uniform(rng, 0.0, 0.1), uniform(rng, 0.9, 1.0)) if rng.random() < 0.65 else any_color(rng, (0.3, 0.8), (0.75, 1.0))
+def _draw_boat(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator, palette: Palette) -> None:
+    hull = palette.man_made(rng)
+    sail = hsv(uniform(rng, 0, 360), uniform(rng, 0.0, 0.1), uniform(rng, 0.9, 1.0)) if rng.random() < 0.65 else palette.any(rng, (0.3, 0.8), (0.75, 1.0))
     ow = _ow(s)
     d.line(_box(s, 0.5, 0.05, 0.5, 0.66), fill=(90, 70, 50), width=max(1, round(0.035 * s)))
     d.polygon(_box(s, 0.54, 0.08, 0.54, 0.6, 0.9, 0.6), fill=sail, outline=darker(sail), width=ow)
@@ -121,9 +122,9 @@ def _draw_boat(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator) -> None
         d.ellipse(_circle(s, cx, 0.79, 0.03), fill=darker(hull, 0.4))
 
 
-def _draw_fish(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator) -> None:
-    body = any_color(rng, (0.55, 1.0), (0.55, 1.0))
-    fin = darker(body, 0.75) if rng.random() < 0.6 else any_color(rng)
+def _draw_fish(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator, palette: Palette) -> None:
+    body = palette.any(rng, (0.55, 1.0), (0.55, 1.0))
+    fin = darker(body, 0.75) if rng.random() < 0.6 else palette.any(rng)
     ow, dark = _ow(s), darker(body, 0.5)
     d.polygon(_box(s, 0.6, 0.5, 0.96, 0.2, 0.86, 0.5, 0.96, 0.8), fill=fin, outline=dark, width=ow)
     d.polygon(_box(s, 0.26, 0.32, 0.42, 0.12, 0.56, 0.33), fill=fin, outline=dark, width=ow)
@@ -137,12 +138,12 @@ def _draw_fish(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator) -> None
     d.ellipse(_circle(s, 0.17, 0.44, 0.028), fill=(10, 10, 10))
 
 
-def _draw_flower(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator) -> None:
+def _draw_flower(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator, palette: Palette) -> None:
     green = hsv(uniform(rng, 85, 140), uniform(rng, 0.5, 0.9), uniform(rng, 0.35, 0.7))
     d.line(_box(s, 0.5, 0.45, 0.5, 0.98), fill=green, width=max(1, round(0.05 * s)))
     d.polygon(_box(s, 0.5, 0.8, 0.62, 0.66, 0.84, 0.6, 0.72, 0.76), fill=green, outline=darker(green), width=_ow(s))
     d.polygon(_box(s, 0.5, 0.9, 0.38, 0.76, 0.18, 0.72, 0.3, 0.86), fill=green, outline=darker(green), width=_ow(s))
-    petal = any_color(rng, (0.45, 1.0), (0.7, 1.0))
+    petal = palette.any(rng, (0.45, 1.0), (0.7, 1.0))
     n, phase, ring = int(rng.integers(5, 9)), uniform(rng, 0, math.tau), uniform(rng, 0.15, 0.19)
     pr = ring * math.sin(math.pi / n) * 1.35
     _blobs(d, s, [(0.5 + ring * math.cos(phase + math.tau * k / n), 0.34 + ring * math.sin(phase + math.tau * k / n), pr) for k in range(n)], petal)
@@ -150,17 +151,17 @@ def _draw_flower(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator) -> No
     d.ellipse(_circle(s, 0.5, 0.34, 0.085), fill=centre, outline=darker(centre), width=_ow(s))
 
 
-def _draw_balloon(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator) -> None:
-    c = any_color(rng, (0.55, 1.0), (0.6, 1.0))
+def _draw_balloon(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator, palette: Palette) -> None:
+    c = palette.any(rng, (0.55, 1.0), (0.6, 1.0))
     d.line(_box(s, 0.5, 0.74, 0.45, 0.82, 0.55, 0.9, 0.5, 0.99), fill=(110, 110, 110), width=max(1, round(0.015 * s)), joint="curve")
     d.ellipse(_box(s, 0.2, 0.03, 0.8, 0.73), fill=c, outline=darker(c, 0.55), width=_ow(s))
     d.polygon(_box(s, 0.45, 0.78, 0.55, 0.78, 0.5, 0.71), fill=darker(c, 0.7))
     d.ellipse(_box(s, 0.3, 0.13, 0.4, 0.3), fill=lighter(c, 0.6))
 
 
-def _draw_umbrella(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator) -> None:
-    c1 = man_made_color(rng)
-    c2 = c1 if rng.random() < 0.5 else (man_made_color(rng) if rng.random() < 0.6 else (245, 245, 245))
+def _draw_umbrella(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator, palette: Palette) -> None:
+    c1 = palette.man_made(rng)
+    c2 = c1 if rng.random() < 0.5 else (palette.man_made(rng) if rng.random() < 0.6 else (245, 245, 245))
     n, ow, dark = int(rng.integers(4, 7)), _ow(s), (40, 40, 45)
     for i in range(n):
         start, end = 180 + 180 * i / n, 180 + 180 * (i + 1) / n
@@ -176,14 +177,14 @@ def _draw_umbrella(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator) -> 
     d.arc(_box(s, 0.38, 0.78, 0.5, 0.9), 0, 180, fill=dark, width=stick)
 
 
-def _draw_mushroom(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator) -> None:
+def _draw_mushroom(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator, palette: Palette) -> None:
     kind = rng.random()
     if kind < 0.45:
         cap, spots = hsv(uniform(rng, -8, 12), uniform(rng, 0.7, 0.95), uniform(rng, 0.65, 0.95)), rng.random() < 0.8
     elif kind < 0.8:
         cap, spots = hsv(uniform(rng, 18, 38), uniform(rng, 0.35, 0.7), uniform(rng, 0.35, 0.75)), rng.random() < 0.3
     else:
-        cap, spots = any_color(rng), rng.random() < 0.5
+        cap, spots = palette.any(rng), rng.random() < 0.5
     stem = hsv(uniform(rng, 30, 50), uniform(rng, 0.05, 0.25), uniform(rng, 0.82, 1.0))
     ow = _ow(s)
     d.polygon(_box(s, 0.36, 0.5, 0.64, 0.5, 0.7, 0.96, 0.3, 0.96), fill=stem, outline=darker(stem), width=ow)
@@ -195,8 +196,8 @@ def _draw_mushroom(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator) -> 
             d.ellipse(_circle(s, 0.5 + 0.44 * fr * math.cos(a), 0.4 + 0.32 * fr * math.sin(a), uniform(rng, 0.04, 0.07)), fill=(248, 246, 238))
 
 
-def _draw_bird(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator) -> None:
-    c = any_color(rng, (0.5, 1.0), (0.5, 1.0))
+def _draw_bird(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator, palette: Palette) -> None:
+    c = palette.any(rng, (0.5, 1.0), (0.5, 1.0))
     ow, dark = _ow(s), darker(c, 0.5)
     leg = hsv(uniform(rng, 20, 45), 0.8, 0.8)
     for x0, x1 in ((0.42, 0.38), (0.52, 0.54)):
@@ -210,11 +211,11 @@ def _draw_bird(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator) -> None
     d.ellipse(_circle(s, 0.75, 0.3, 0.035), fill=(10, 10, 10))
 
 
-def _draw_cup(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator) -> None:
-    c = man_made_color(rng)
+def _draw_cup(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator, palette: Palette) -> None:
+    c = palette.man_made(rng)
     ow, dark = _ow(s), darker(c, 0.5)
     if rng.random() < 0.5:
-        saucer = man_made_color(rng)
+        saucer = palette.man_made(rng)
         d.ellipse(_box(s, 0.04, 0.8, 0.88, 0.97), fill=saucer, outline=darker(saucer, 0.5), width=ow)
     d.ellipse(_box(s, 0.56, 0.32, 0.92, 0.7), outline=darker(c, 0.8), width=max(2, round(0.08 * s)))
     d.polygon(_box(s, 0.16, 0.2, 0.76, 0.2, 0.68, 0.88, 0.24, 0.88), fill=c, outline=dark, width=ow)
@@ -222,7 +223,7 @@ def _draw_cup(d: ImageDraw.ImageDraw, s: int, rng: np.random.Generator) -> None:
     drink = hsv(uniform(rng, 15, 35), uniform(rng, 0.4, 0.8), uniform(rng, 0.2, 0.6))
     d.ellipse(_box(s, 0.2, 0.16, 0.72, 0.25), fill=drink)
     if rng.random() < 0.4:
-        d.line(_box(s, 0.2, 0.48, 0.72, 0.48), fill=man_made_color(rng), width=max(1, round(0.06 * s)))
+        d.line(_box(s, 0.2, 0.48, 0.72, 0.48), fill=palette.man_made(rng), width=max(1, round(0.06 * s)))
 
 
 _DRAWERS: dict[str, Drawer] = {
@@ -241,6 +242,17 @@ _DRAWERS: dict[str, Drawer] = {
 }
 
 THINGS: tuple[str, ...] = tuple(_DRAWERS)
+THING_COLOURS = ("free", "by-class")
+
+
+def thing_palette(thing: str, thing_colours: str) -> Palette:
+    """The palette `thing` draws its free colours from: any hue ("free"), or its own hue band ("by-class": the
+    classes' hues evenly spaced around the colour wheel, in THINGS order)."""
+    if thing_colours == "free":
+        return Palette()
+    if thing_colours == "by-class":
+        return Palette(hue=360 * THINGS.index(thing) / len(THINGS))
+    raise ValueError(f"unknown thing colours {thing_colours!r}; choose one of: {', '.join(THING_COLOURS)}")
 
 
 def _shade(icon: Image.Image) -> Image.Image:
@@ -253,10 +265,11 @@ def _shade(icon: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGBA")
 
 
-def render_thing(rng: np.random.Generator, thing: str, side: int) -> Image.Image:
-    """Draw one thing as a binary-alpha RGBA icon: random palette, mirror and rotation (+-30 deg)."""
+def render_thing(rng: np.random.Generator, thing: str, side: int, thing_colours: str = "free") -> Image.Image:
+    """Draw one thing as a binary-alpha RGBA icon: random colours (see `thing_palette`), mirror and rotation
+    (+-30 deg)."""
     icon = Image.new("RGBA", (side, side), (0, 0, 0, 0))
-    _DRAWERS[thing](ImageDraw.Draw(icon), side, rng)
+    _DRAWERS[thing](ImageDraw.Draw(icon), side, rng, thing_palette(thing, thing_colours))
     icon = _shade(icon)
     if rng.random() < 0.5:
         icon = icon.transpose(Image.Transpose.FLIP_LEFT_RIGHT)

@@ -78,8 +78,9 @@ def _reduce_labels(labels: np.ndarray) -> np.ndarray:
     return np.where(same, first, IGNORE_INDEX).astype(np.uint8)
 
 
-def render_scene(rng: np.random.Generator, size: int = 64) -> Scene:
-    """Render one scene (image, stuff, things back to front, label maps) at `size` px."""
+def render_scene(rng: np.random.Generator, size: int = 64, thing_colours: str = "free") -> Scene:
+    """Render one scene (image, stuff, things back to front, label maps) at `size` px; `thing_colours`: see
+    `icons.thing_palette`."""
     if size < MIN_SIZE:
         raise ValueError(f"size must be >= {MIN_SIZE} px, got {size}")
     n = 2 * size
@@ -89,7 +90,7 @@ def render_scene(rng: np.random.Generator, size: int = 64) -> Scene:
     areas: dict[int, int] = {}
     count = int(rng.choice(len(THING_COUNT_P), p=THING_COUNT_P)) + 1
     for k in rng.choice(len(THINGS), size=count, replace=False):
-        icon = render_thing(rng, THINGS[k], round(uniform(rng, 0.2, 0.6) * n))
+        icon = render_thing(rng, THINGS[k], round(uniform(rng, 0.2, 0.6) * n), thing_colours)
         spot = _find_spot(rng, np.asarray(icon.getchannel("A")) > 0, owner, areas)
         if spot is None:
             continue

@@ -14,7 +14,7 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
-from .icons import THINGS
+from .icons import THING_COLOURS, THINGS
 from .scene import IGNORE_INDEX, LABEL_SETS, MIN_SIZE, Scene, make_caption, render_scene
 from .textures import STUFF
 
@@ -30,10 +30,10 @@ def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, SPLIT_IDS[split], index]))
 
 
-def make_sample(seed: int, split: str, index: int, size: int) -> tuple[Scene, str]:
+def make_sample(seed: int, split: str, index: int, size: int, thing_colours: str = "free") -> tuple[Scene, str]:
     """Render the scene and caption of image `index` in `split`."""
     rng = sample_rng(seed, split, index)
-    scene = render_scene(rng, size)
+    scene = render_scene(rng, size, thing_colours)
     return scene, make_caption(rng, scene)
 
 
@@ -56,13 +56,14 @@ class _Task:
     start: int
     stop: int
     shard: int
+    thing_colours: str
 
 
 def _write_train_shard(task: _Task) -> list[tuple[str, str]]:
     path = task.out / "train" / f"shard-{task.shard:06d}.tar"
     with wds.TarWriter(str(path), encoder=False, mtime=0) as sink:
         for i in range(task.start, task.stop):
-            scene, caption = make_sample(task.seed, "train", i, task.size)
+            scene, caption = make_sample(task.seed, "train", i, task.size, task.thing_colours)
             sink.write({"__key__": _key(i), "jpg": _jpeg(scene.image), "txt": caption.encode("utf-8")})
     return []
 
@@ -71,7 +72,7 @@ def _write_val_chunk(task: _Task) -> list[tuple[str, str]]:
     val = task.out / "val"
     captions = []
     for i in range(task.start, task.stop):
-        scene, caption = make_sample(task.seed, "val", i, task.size)
+        scene, caption = make_sample(task.seed, "val", i, task.size, task.thing_colours)
         key = _key(i)
         (val / "images" / f"{key}.jpg").write_bytes(_jpeg(scene.image))
         for name, mask in scene.masks.items():
@@ -84,13 +85,13 @@ def _run_task(task: _Task) -> list[tuple[str, str]]:
     return _write_train_shard(task) if task.split == "train" else _write_val_chunk(task)
 
 
-def _tasks(out: Path, train: int, val: int, size: int, seed: int, shard_size: int) -> list[_Task]:
-    tasks = [_Task(out, "train", seed, size, s, min(s + shard_size, train), k) for k, s in enumerate(range(0, train, shard_size))]
-    tasks += [_Task(out, "val", seed, size, s, min(s + VAL_CHUNK, val), k) for k, s in enumerate(range(0, val, VAL_CHUNK))]
+def _tasks(out: Path, train: int, val: int, size: int, seed: int, shard_size: int, thing_colours: str) -> list[_Task]:
+    tasks = [_Task(out, "train", seed, size, s, min(s + shard_size, train), k, thing_colours) for k, s in enumerate(range(0, train, shard_size))]
+    tasks += [_Task(out, "val", seed, size, s, min(s + VAL_CHUNK, val), k, thing_colours) for k, s in enumerate(range(0, val, VAL_CHUNK))]
     return tasks
 
 
-def _validate(train: int, val: int, size: int, seed: int, shard_size: int, workers: int) -> None:
+def _validate(train: int, val: int, size: int, seed: int, shard_size: int, workers: int, thing_colours: str) -> None:
     if size < MIN_SIZE:
         raise ValueError(f"size must be >= {MIN_SIZE} px, got {size}")
     if train < 0 or val < 0:
@@ -101,6 +102,8 @@ def _validate(train: int, val: int, size: int, seed: int, shard_size: int, worke
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if thing_colours not in THING_COLOURS:
+        raise ValueError(f"unknown thing colours {thing_colours!r}; choose one of: {', '.join(THING_COLOURS)}")
 
 
 def _prepare_dirs(out: Path) -> None:
@@ -116,14 +119,18 @@ def _write_json(path: Path, obj: object) -> None:
     path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
 
 
-def write_synthetic_world(out: Path, train: int, val: int, size: int = 64, seed: int = 0, shard_size: int = 1000, workers: int | None = None) -> dict:
-    """Write train WebDataset shards (jpg+txt only) and a val split with masks; return a summary."""
+def write_synthetic_world(
+    out: Path, train: int, val: int, size: int = 64, seed: int = 0, shard_size: int = 1000, workers: int | None = None,
+    thing_colours: str = "free",
+) -> dict:
+    """Write train WebDataset shards (jpg+txt only) and a val split with masks; return a summary. `thing_colours`:
+    "free" (the default world) or "by-class" (see `icons.thing_palette`)."""
     workers = min(2, os.cpu_count() or 1) if workers is None else workers
-    _validate(train, val, size, seed, shard_size, workers)
+    _validate(train, val, size, seed, shard_size, workers, thing_colours)
     out = Path(out)
     t0 = time.perf_counter()
     _prepare_dirs(out)
-    tasks = _tasks(out, train, val, size, seed, shard_size)
+    tasks = _tasks(out, train, val, size, seed, shard_size, thing_colours)
     if workers > 1 and len(tasks) > 1:
         with multiprocessing.Pool(min(workers, len(tasks))) as pool:
             results = pool.map(_run_task, tasks, chunksize=1)
@@ -138,10 +145,10 @@ def write_synthetic_world(out: Path, train: int, val: int, size: int = 64, seed:
         "ignore_index": IGNORE_INDEX,
     })
     _write_json(out / "world.json", {
-        "generator": GENERATOR, "version": VERSION, "seed": seed, "size": size,
+        "generator": GENERATOR, "version": VERSION, "seed": seed, "size": size, "thing_colours": thing_colours,
         "counts": {"train": train, "val": val}, "shard_size": shard_size,
         "things": list(THINGS), "stuff": list(STUFF),
     })
     shards = sorted(str(p) for p in (out / "train").glob("shard-*.tar"))
-    return {"out": str(out), "train": train, "val": val, "size": size, "seed": seed,
+    return {"out": str(out), "train": train, "val": val, "size": size, "seed": seed, "thing_colours": thing_colours,
             "train_shards": shards, "val_dir": str(out / "val"), "seconds": round(time.perf_counter() - t0, 3)}
