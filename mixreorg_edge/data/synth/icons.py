@@ -245,14 +245,19 @@ THINGS: tuple[str, ...] = tuple(_DRAWERS)
 THING_COLOURS = ("free", "by-class")
 
 
+def check_thing_colours(thing_colours: str) -> None:
+    """Refuse a `thing_colours` value other than those of THING_COLOURS."""
+    if thing_colours not in THING_COLOURS:
+        raise ValueError(f"unknown thing colours {thing_colours!r}; choose one of: {', '.join(THING_COLOURS)}")
+
+
 def thing_palette(thing: str, thing_colours: str) -> Palette:
     """The palette `thing` draws its free colours from: any hue ("free"), or its own hue band ("by-class": the
     classes' hues evenly spaced around the colour wheel, in THINGS order)."""
+    check_thing_colours(thing_colours)
     if thing_colours == "free":
         return Palette()
-    if thing_colours == "by-class":
-        return Palette(hue=360 * THINGS.index(thing) / len(THINGS))
-    raise ValueError(f"unknown thing colours {thing_colours!r}; choose one of: {', '.join(THING_COLOURS)}")
+    return Palette(hue=360 * THINGS.index(thing) / len(THINGS))
 
 
 def _shade(icon: Image.Image) -> Image.Image:

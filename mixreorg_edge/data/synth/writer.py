@@ -14,7 +14,7 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
-from .icons import THING_COLOURS, THINGS
+from .icons import THINGS, check_thing_colours
 from .scene import IGNORE_INDEX, LABEL_SETS, MIN_SIZE, Scene, make_caption, render_scene
 from .textures import STUFF
 
@@ -102,8 +102,7 @@ def _validate(train: int, val: int, size: int, seed: int, shard_size: int, worke
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    if thing_colours not in THING_COLOURS:
-        raise ValueError(f"unknown thing colours {thing_colours!r}; choose one of: {', '.join(THING_COLOURS)}")
+    check_thing_colours(thing_colours)
 
 
 def _prepare_dirs(out: Path) -> None:
