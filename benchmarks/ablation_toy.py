@@ -149,7 +149,7 @@ def main() -> None:
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
     meta = {**host_info(), "cpu_threads": torch.get_num_threads(),
             "seconds": round(time.perf_counter() - started, 1), "steps": args.steps, "seed": args.seed,
-            "tune_data": None if args.tune_data is None else str(args.tune_data),
+            "data": str(args.data), "tune_data": None if args.tune_data is None else str(args.tune_data),
             "reused_runs": sorted({row["run"] for row in rows if row["reused_run"]})}
     args.out.with_name(args.out.stem + "_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     Console().print(f"wrote {args.out}")
