@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..configs import config_from_dict
+from ..refinement import MaskRefinement
 
 
 @dataclass
@@ -87,7 +88,7 @@ class EvalConfig:
     stride: int = 224
     templates: str = "ensemble"
     refine_iterations: int = 0
-    refine_dilations: tuple[int, ...] = (1, 2, 4, 8, 16)
+    refine_dilations: tuple[int, ...] = MaskRefinement().dilations
 
 
 @dataclass
