@@ -46,8 +46,8 @@ def data_synth(
     size: int = typer.Option(64, "--size", help="Image side in pixels."),
     seed: int = typer.Option(0, "--seed", help="Generator seed (same seed, same world)."),
     thing_colours: str = typer.Option(
-        "free", "--thing-colours",
-        help="free: most things in any colour, told apart by shape | by-class: each thing in a hue band of its own.",
+        "by-class", "--thing-colours",
+        help="by-class: each thing in a hue band of its own | free: most things in any colour, told apart by shape only.",
     ),
 ) -> None:
     """Generate the synthetic caption world: WebDataset training shards and a labelled validation folder."""

@@ -5,6 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mixreorg_edge.cli import app
+from mixreorg_edge.data.synth import DEFAULT_THING_COLOURS
 
 runner = CliRunner()
 
@@ -26,9 +27,12 @@ def test_missing_data_dir_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_data_synth_records_thing_colours_and_refuses_unknown_ones(tmp_path: Path) -> None:
-    result = _run("data", "synth", "--out", str(tmp_path / "w"), "--train", "2", "--val", "1", "--thing-colours", "by-class")
+    result = _run("data", "synth", "--out", str(tmp_path / "w"), "--train", "2", "--val", "1")
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "w" / "world.json").read_text())["thing_colours"] == "by-class"
+    assert json.loads((tmp_path / "w" / "world.json").read_text())["thing_colours"] == DEFAULT_THING_COLOURS
+    result = _run("data", "synth", "--out", str(tmp_path / "f"), "--train", "2", "--val", "1", "--thing-colours", "free")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "f" / "world.json").read_text())["thing_colours"] == "free"
     result = _run("data", "synth", "--out", str(tmp_path / "x"), "--train", "1", "--val", "1", "--thing-colours", "pink")
     assert result.exit_code != 0 and "unknown thing colours 'pink'" in result.output
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 from mixreorg_edge.data.captions import TEMPLATES, caption_for, join_things
 from mixreorg_edge.data.synth import (
+    DEFAULT_THING_COLOURS,
     IGNORE_INDEX,
     LABEL_SETS,
     STUFF,
@@ -156,7 +157,7 @@ def test_val_layout(world: Path):
     assert [d["key"] for d in lines] == keys
     meta = json.loads((world / "world.json").read_text())
     assert meta["counts"] == {"train": 12, "val": 6} and meta["seed"] == 3 and meta["size"] == SIZE
-    assert meta["thing_colours"] == "free"
+    assert meta["thing_colours"] == DEFAULT_THING_COLOURS == "by-class"
     assert meta["things"] == list(THINGS) and meta["stuff"] == list(STUFF)
 
 
@@ -219,9 +220,9 @@ def test_by_class_thing_colours_stay_in_each_things_own_hue_band():
         assert _hue_distance(_hues(colours), centre).max() <= HUE_SPREAD + 2  # + rounding to 8-bit RGB
 
 
-def test_by_class_world_is_recorded_and_differs_from_the_free_one(world: Path, tmp_path: Path):
+def test_free_world_is_recorded_and_differs_from_the_default_by_class_one(world: Path, tmp_path: Path):
     assert THING_COLOURS == ("free", "by-class")
-    write_synthetic_world(tmp_path, train=12, val=6, size=SIZE, seed=3, shard_size=5, workers=1, thing_colours="by-class")
-    assert json.loads((tmp_path / "world.json").read_text())["thing_colours"] == "by-class"
-    by_class, free = _dir_bytes(tmp_path), _dir_bytes(world)
-    assert sum(by_class[k] != free[k] for k in free if k.startswith("val/images/")) > 0
+    write_synthetic_world(tmp_path, train=12, val=6, size=SIZE, seed=3, shard_size=5, workers=1, thing_colours="free")
+    assert json.loads((tmp_path / "world.json").read_text())["thing_colours"] == "free"
+    free, by_class = _dir_bytes(tmp_path), _dir_bytes(world)
+    assert sum(free[k] != by_class[k] for k in by_class if k.startswith("val/images/")) > 0

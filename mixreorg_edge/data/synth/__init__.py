@@ -6,12 +6,13 @@ Stands in for CC12M (image-caption pairs for training) and PASCAL VOC / Context
 and `writer` (shards, val folder, world.json).
 """
 
-from .icons import THING_COLOURS, THINGS, render_thing
+from .icons import DEFAULT_THING_COLOURS, THING_COLOURS, THINGS, render_thing
 from .scene import IGNORE_INDEX, LABEL_SETS, MIN_SIZE, Scene, make_caption, render_scene
 from .textures import STUFF, render_stuff
 from .writer import GENERATOR, VERSION, make_sample, sample_rng, write_synthetic_world
 
 __all__ = [
+    "DEFAULT_THING_COLOURS",
     "GENERATOR",
     "IGNORE_INDEX",
     "LABEL_SETS",

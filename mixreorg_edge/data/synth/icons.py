@@ -1,8 +1,9 @@
 """Procedural thing icons.
 
-By default ("free" thing colours) things are identified by shape: most classes draw their main colours from any
-hue, so colour alone names only the few whose colour is part of what they are (sun, tree). With "by-class" thing
-colours every class draws its free colours from a hue band of its own.
+Every thing is recognisable by its shape and by a characteristic but varied appearance. By default ("by-class"
+thing colours) each class draws its free colours from a hue band of its own, as real objects have typical colours.
+With "free" thing colours most classes draw them from any hue, so only shape names them (colour names only the few
+whose colour is fixed, sun and tree).
 """
 
 from __future__ import annotations
@@ -243,6 +244,7 @@ _DRAWERS: dict[str, Drawer] = {
 
 THINGS: tuple[str, ...] = tuple(_DRAWERS)
 THING_COLOURS = ("free", "by-class")
+DEFAULT_THING_COLOURS = "by-class"
 
 
 def check_thing_colours(thing_colours: str) -> None:
@@ -270,7 +272,9 @@ def _shade(icon: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGBA")
 
 
-def render_thing(rng: np.random.Generator, thing: str, side: int, thing_colours: str = "free") -> Image.Image:
+def render_thing(
+    rng: np.random.Generator, thing: str, side: int, thing_colours: str = DEFAULT_THING_COLOURS
+) -> Image.Image:
     """Draw one thing as a binary-alpha RGBA icon: random colours (see `thing_palette`), mirror and rotation
     (+-30 deg)."""
     icon = Image.new("RGBA", (side, side), (0, 0, 0, 0))

@@ -15,7 +15,7 @@ from PIL import Image
 
 from ..captions import caption_for
 from .colors import uniform
-from .icons import THINGS, render_thing
+from .icons import DEFAULT_THING_COLOURS, THINGS, render_thing
 from .textures import STUFF, render_stuff
 
 IGNORE_INDEX = 255
@@ -78,7 +78,7 @@ def _reduce_labels(labels: np.ndarray) -> np.ndarray:
     return np.where(same, first, IGNORE_INDEX).astype(np.uint8)
 
 
-def render_scene(rng: np.random.Generator, size: int = 64, thing_colours: str = "free") -> Scene:
+def render_scene(rng: np.random.Generator, size: int = 64, thing_colours: str = DEFAULT_THING_COLOURS) -> Scene:
     """Render one scene (image, stuff, things back to front, label maps) at `size` px; `thing_colours`: see
     `icons.thing_palette`."""
     if size < MIN_SIZE:

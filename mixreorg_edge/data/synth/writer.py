@@ -14,7 +14,7 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
-from .icons import THINGS, check_thing_colours
+from .icons import DEFAULT_THING_COLOURS, THINGS, check_thing_colours
 from .scene import IGNORE_INDEX, LABEL_SETS, MIN_SIZE, Scene, make_caption, render_scene
 from .textures import STUFF
 
@@ -30,7 +30,9 @@ def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, SPLIT_IDS[split], index]))
 
 
-def make_sample(seed: int, split: str, index: int, size: int, thing_colours: str = "free") -> tuple[Scene, str]:
+def make_sample(
+    seed: int, split: str, index: int, size: int, thing_colours: str = DEFAULT_THING_COLOURS
+) -> tuple[Scene, str]:
     """Render the scene and caption of image `index` in `split`."""
     rng = sample_rng(seed, split, index)
     scene = render_scene(rng, size, thing_colours)
@@ -120,10 +122,10 @@ def _write_json(path: Path, obj: object) -> None:
 
 def write_synthetic_world(
     out: Path, train: int, val: int, size: int = 64, seed: int = 0, shard_size: int = 1000, workers: int | None = None,
-    thing_colours: str = "free",
+    thing_colours: str = DEFAULT_THING_COLOURS,
 ) -> dict:
     """Write train WebDataset shards (jpg+txt only) and a val split with masks; return a summary. `thing_colours`:
-    "free" (the default world) or "by-class" (see `icons.thing_palette`)."""
+    "by-class" (the default world) or "free" (see `icons.thing_palette`)."""
     workers = min(2, os.cpu_count() or 1) if workers is None else workers
     _validate(train, val, size, seed, shard_size, workers, thing_colours)
     out = Path(out)
