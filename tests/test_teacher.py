@@ -37,6 +37,15 @@ def test_groupvit_baseline_pools_keywords_over_the_image_embedding() -> None:
         apply_variant(vit_s, "baseline-groupvit")
 
 
+def test_toy_preset_is_the_seg_rung_and_vit_s_the_full_design() -> None:
+    """`toy` trains the ablation's `+seg` variant (the rungs above it cost mIoU at toy scale); `vit-s` is full MixReorg."""
+    toy, _ = get_preset("toy")
+    assert toy.to_dict() == apply_variant(get_preset("toy")[0], "+seg").to_dict()
+    assert toy.to_dict() != apply_variant(get_preset("toy")[0], "full").to_dict()
+    vit_s, _ = get_preset("vit-s")
+    assert vit_s.to_dict() == apply_variant(get_preset("vit-s")[0], "full").to_dict()
+
+
 def test_group_readout_gives_each_token_its_most_assigned_segment() -> None:
     """GroupViT's one-hot readout: a token carries exactly the embedding of the segment it is assigned to most."""
     from mixreorg_edge.teacher.grouping import compose_assignments
