@@ -38,7 +38,7 @@ def test_groupvit_baseline_pools_keywords_over_the_image_embedding() -> None:
 
 
 def test_toy_preset_is_the_seg_rung_and_vit_s_the_full_design() -> None:
-    """`toy` trains the ablation's `+seg` variant (the rungs above it cost mIoU at toy scale); `vit-s` is full MixReorg."""
+    """`toy` trains the ablation's `+seg` variant (what toy scale measured best); `vit-s` is full MixReorg."""
     toy, _ = get_preset("toy")
     assert toy.to_dict() == apply_variant(get_preset("toy")[0], "+seg").to_dict()
     assert toy.to_dict() != apply_variant(get_preset("toy")[0], "full").to_dict()
