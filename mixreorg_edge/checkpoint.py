@@ -33,12 +33,21 @@ def _storable(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def current_umask() -> int:
+    """The process's file-mode creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """Make ``path`` by ``write(temp_name)`` on a temp file in the same directory, fsync it and ``os.replace`` it into
-    place: a reader (or a crash) sees the old file or the whole new one, never a part; the temp file never stays."""
+    place: a reader (or a crash) sees the old file or the whole new one, never a part; the temp file never stays.
+    The file gets the permissions a plain ``open`` would give it (0666 less the umask), not mkstemp's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     try:
         write(tmp_name)

@@ -285,7 +285,8 @@ def vocab_build(
     from dataclasses import replace
 
     from .calibration import with_run_calibration
-    from .runs import load_model
+    from .export.metadata import vocabulary_json
+    from .runs import load_model, write_json_atomic
     from .vocab import save_vocabulary, vocabulary_for
 
     model, config = load_model(teacher)
@@ -297,9 +298,12 @@ def vocab_build(
     else:
         vocabulary = replace(vocabulary, background_bias=background_bias)
     save_vocabulary(vocabulary, out)
+    twin = out.with_suffix(".json")
+    write_json_atomic(twin, vocabulary_json(vocabulary))  # for apps: embeddings artifacts take it without this package
     console.print(
         f"{len(vocabulary.label_set)} classes ({len(vocabulary.background_words)} background words, background bias "
-        f"{vocabulary.background_bias:g}), dimension {vocabulary.embed_dim}, teacher {vocabulary.teacher} -> [bold]{out}[/]"
+        f"{vocabulary.background_bias:g}), dimension {vocabulary.embed_dim}, teacher {vocabulary.teacher} -> [bold]{out}[/] "
+        f"(and {twin.name} for apps)"
     )
 
 
@@ -318,6 +322,108 @@ def segment_cmd(
     result = segment_image(model, image, out, classes=classes, vocab=vocab)
     shares = ", ".join(f"{name} {share:.0%}" for name, share in result["fractions"].items())
     console.print(f"{shares}\noverlay -> [bold]{result['out']}[/]")
+
+
+def _export(request, title: str) -> dict:
+    """Run an export request, print where the artifact went and how it checked; ParityError: exit 1."""
+    from .export.artifact import export_artifact
+    from .export.parity import ParityError
+
+    try:
+        metadata = export_artifact(request, log=lambda line: console.print(line, highlight=False))
+    except ParityError as error:
+        err_console.print(f"[bold red]parity failed:[/] {error}")
+        raise typer.Exit(code=1) from None
+    parity = metadata["parity"]
+    if isinstance(parity, dict):
+        miou = "" if parity["miou"] is None else (f", mIoU {parity['miou']:.2f} through {metadata['target']} "
+                                                  f"(PyTorch fp32 {parity['reference_miou']:.2f})")
+        check = f"pixel agreement {parity['pixel_agreement']:.2%} over {parity['images']} images{miou}"
+    else:
+        check = parity
+    console.print(f"{title}: [bold]{metadata['status']}[/] ({check}) -> [bold]{request.out}[/]")
+    return metadata
+
+
+_TARGET_HELP = "executorch | coreml | onnx | openvino | tensorrt (see `mixreorg-edge targets`)."
+
+
+@app.command("export")
+@_user_errors
+def export_cmd(
+    model: Path = typer.Option(..., "--model", help="Student (or teacher) run directory."),
+    target: str = typer.Option(..., "--target", help=_TARGET_HELP),
+    out: Path = typer.Option(..., "--out", help="Artifact folder to create (model file + metadata.json)."),
+    precision: Optional[str] = typer.Option(
+        None, "--precision", help="fp32 | fp16 | int8 (default: the target's; int8 needs --calib)."),
+    calib: Optional[Path] = typer.Option(
+        None, "--calib", help="int8: training images (shards or an image folder), never the reported split."),
+    num_samples: int = typer.Option(128, "--num-samples", help="int8: calibration images used."),
+    imgsz: Optional[int] = typer.Option(None, "--imgsz", help="Input size in pixels (default: the model's evaluation "
+                                                             "size, 64 for toy students; fixed shape)."),
+    output: str = typer.Option("labels", "--output", help="labels | scores | embeddings (vocabulary swap in the app)."),
+    vocab: Optional[Path] = typer.Option(
+        None, "--vocab", help="Vocabulary file from `vocab build` (default: the --data split's label set)."),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="Labelled validation folder for the parity check (default: the val folder beside the "
+                             "run's training data)."),
+    label_set: str = typer.Option("objects", "--label-set", help="Label set of --data."),
+    parity_images: Optional[int] = typer.Option(None, "--parity-images", help="Parity on the first N images (default: all)."),
+    min_agreement: Optional[float] = typer.Option(
+        None, "--min-agreement", help="Pixel agreement with PyTorch below which the export fails (default: 0.995 for "
+                                      "fp32, 0.97 for fp16 and int8)."),
+) -> None:
+    """Export a run to one runtime: the model file, metadata.json an app can follow alone, and a parity check
+    against PyTorch on validation images (Core ML on Linux: a structural check)."""
+    from .export.artifact import ExportRequest
+
+    _export(ExportRequest(run=model, target=target, out=out, precision=precision, output=output, imgsz=imgsz,
+                          calib=calib, num_samples=num_samples, vocab=vocab, data=data, label_set=label_set,
+                          parity_images=parity_images, min_agreement=min_agreement),
+            f"{target} {precision or 'default precision'}")
+
+
+@app.command("quantize")
+@_user_errors
+def quantize_cmd(
+    model: Path = typer.Option(..., "--model", help="Student (or teacher) run directory."),
+    calib: Path = typer.Option(..., "--calib", help="Training images (shards or an image folder), never the reported split."),
+    out: Path = typer.Option(..., "--out", help="Folder of the int8 artifact to create."),
+    num_samples: int = typer.Option(128, "--num-samples", help="Calibration images used."),
+    backend: str = typer.Option("executorch", "--backend", help=_TARGET_HELP),
+    max_drop: Optional[float] = typer.Option(
+        None, "--max-drop", help="onnx / openvino: NNCF accuracy control, at most D mIoU points lost on --data."),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="Labelled folder for mIoU before and after (and --max-drop); default: the val folder "
+                             "beside the run's training data."),
+    label_set: str = typer.Option("objects", "--label-set", help="Label set of --data."),
+    imgsz: Optional[int] = typer.Option(None, "--imgsz", help="Input size in pixels (default: the model's)."),
+) -> None:
+    """NNCF post-training int8 for one runtime, calibrated on --calib; records mIoU before and after, the calibration
+    set and the layers kept in float in the artifact's metadata.json."""
+    from .export.artifact import ExportRequest
+
+    metadata = _export(ExportRequest(run=model, target=backend, out=out, precision="int8", calib=calib,
+                                     num_samples=num_samples, data=data, label_set=label_set, max_drop=max_drop,
+                                     imgsz=imgsz), f"{backend} int8")
+    quantization = metadata["quantization"]
+    if quantization.get("miou_before") is not None:
+        console.print(f"mIoU before {quantization['miou_before']:.2f}, after {quantization['miou_after']:.2f}; "
+                      f"{len(quantization['float_kept'])} layer groups kept in float")
+
+
+@app.command("targets")
+def targets_cmd() -> None:
+    """The export targets: precisions (default first), outputs, and whether this host can export to and run each."""
+    from .export.target import option_table
+
+    rows = option_table()
+    table = Table(title="export targets")
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(", ".join(v) if isinstance(v, list) else str(v) for v in row.values()))
+    console.print(table)
 
 
 @app.command("quickstart")

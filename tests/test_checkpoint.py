@@ -121,3 +121,25 @@ def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path: Path, monkeypa
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
     assert load_model_state(path)[1] == {"v": 1}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_writes_respect_the_umask(umask: int, tmp_path: Path) -> None:
+    """Files written through the temp-file-then-rename path get a plain open's permissions (0666 less the umask),
+    not mkstemp's 0600, so others on a shared machine can read the models."""
+    import os
+
+    from mixreorg_edge.runs import write_json_atomic
+
+    previous = os.umask(umask)
+    try:
+        write_json_atomic(tmp_path / "config.json", {"a": 1})
+        checkpoint.save_model(_model(0), tmp_path / "model.safetensors", {"kind": "test"})
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+    finally:
+        os.umask(previous)
+    expected = plain.stat().st_mode & 0o777
+    assert expected == 0o666 & ~umask
+    for name in ("config.json", "model.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == expected

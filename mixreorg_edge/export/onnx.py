@@ -1,0 +1,107 @@
+"""ONNX (opset 18, the dynamo exporter): fp32, fp16 (float16 compute, float32 input and output) and int8 (NNCF Q/DQ:
+what ONNX Runtime runs in int8 and what TensorRT takes for explicit int8). Run here with ONNX Runtime's CPU provider."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..quantize import FLOAT_HEAD, onnx_int8
+from .inspection import onnx_float_layers
+from .target import ConversionJob, ExportTarget, Runner
+
+OPSET = 18
+
+
+class Float16Compute(nn.Module):
+    """`graph` computing in float16 behind a float32 input and (floating) output, so an app feeds the same array."""
+
+    def __init__(self, graph: nn.Module) -> None:
+        super().__init__()
+        self.half_graph = copy.deepcopy(graph).half()  # not `graph`: GraphModule's own attribute when re-traced
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.half_graph(images.half())
+        return out.float() if out.is_floating_point() else out
+
+
+def head_nodes(model: Any) -> list[str]:
+    """Names of the nodes outside the dense network (the `model.` submodule of a deployable graph): the vocabulary
+    head, upsampling and background rule, which quantization leaves in float."""
+    def scope(node: Any) -> str:
+        return next((prop.value for prop in node.metadata_props if prop.key == "namespace"), "")
+
+    return [node.name for node in model.graph.node if "/model." not in scope(node)]
+
+
+def strip_debug_info(model: Any) -> Any:
+    """Drop the exporter's per-node stack traces and intermediate shapes: they double an int8 file's size and an app
+    needs neither."""
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    del model.graph.value_info[:]
+    return model
+
+
+def torch_to_onnx(graph: nn.Module, job: ConversionJob) -> Any:
+    """`graph` as an `onnx.ModelProto` with fixed shapes and the job's input and output names."""
+    import onnx
+
+    program = torch.onnx.export(graph.eval(), (job.example,), dynamo=True, opset_version=OPSET, verbose=False,
+                                input_names=[job.input_name], output_names=[job.output_name])
+    model = program.model_proto
+    onnx.checker.check_model(model)
+    return model
+
+
+class OnnxTarget(ExportTarget):
+    name = "onnx"
+    model_file = "model.onnx"
+    precisions = ("fp32", "fp16", "int8")
+    default_precision = "fp32"
+    packages = ("onnx", "onnxruntime", "onnxscript", "nncf")
+
+    def convert(self, job: ConversionJob, path: Path) -> dict[str, Any]:
+        import onnx
+
+        graph = Float16Compute(job.graph) if job.precision == "fp16" else job.graph
+        model, record = torch_to_onnx(graph, job), {}
+        if job.precision == "int8":
+            float_head = head_nodes(model) if job.output != "embeddings" else []
+            model = onnx_int8(model, job.input_name, job.calibration.inputs, float_head, job.accuracy)
+            record = {"engine": "nncf", "method": "nncf.quantize_with_accuracy_control" if job.accuracy else
+                      "nncf.quantize", "quantizer": "NNCF ONNX (QuantizeLinear / DequantizeLinear, per-channel "
+                      "weights)", "scheme": "W8A8", "float_kept": (list(FLOAT_HEAD) if float_head else [])
+                      + onnx_float_layers(model)}
+        onnx.save(strip_debug_info(model), str(path))
+        return record
+
+    def load(self, path: Path) -> Runner:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+    def inspect(self, path: Path) -> dict[str, Any]:
+        import onnx
+
+        model = onnx.load(str(path))
+
+        def tensors(values: Any) -> list[dict[str, Any]]:
+            return [{"name": v.name, "shape": [d.dim_value for d in v.type.tensor_type.shape.dim],
+                     "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name} for v in values]
+
+        ops: dict[str, int] = {}
+        for node in model.graph.node:
+            ops[node.op_type] = ops.get(node.op_type, 0) + 1
+        return {"inputs": tensors(model.graph.input), "outputs": tensors(model.graph.output), "opset": OPSET, "ops": ops}
+
+
+TARGET = OnnxTarget()

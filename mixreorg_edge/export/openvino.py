@@ -1,0 +1,60 @@
+"""OpenVINO IR (`model.xml` + `model.bin`): fp32 (weights kept in fp32), and int8 by NNCF on the OpenVINO model,
+which runs with the CPU plugin's int8 (VNNI / AMX) kernels. Converted from the ONNX export."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..quantize import FLOAT_HEAD, openvino_int8
+from .onnx import head_nodes, torch_to_onnx
+from .target import ConversionJob, ExportTarget, Runner
+
+
+class OpenVinoTarget(ExportTarget):
+    name = "openvino"
+    model_file = "model.xml"
+    precisions = ("fp32", "int8")
+    default_precision = "fp32"
+    packages = ("openvino", "nncf")
+
+    def convert(self, job: ConversionJob, path: Path) -> dict[str, Any]:
+        import onnx
+        import openvino
+
+        onnx_model = torch_to_onnx(job.graph, job)
+        with tempfile.TemporaryDirectory() as folder:  # convert_model reads ONNX from a file
+            onnx.save(onnx_model, f"{folder}/model.onnx")
+            model, record = openvino.convert_model(f"{folder}/model.onnx"), {}
+        if job.precision == "int8":
+            float_head = head_nodes(onnx_model) if job.output != "embeddings" else []
+            model = openvino_int8(model, job.calibration.inputs, float_head, job.accuracy)
+            record = {"engine": "nncf", "method": "nncf.quantize_with_accuracy_control" if job.accuracy else
+                      "nncf.quantize", "quantizer": "NNCF OpenVINO (FakeQuantize, per-channel weights)",
+                      "scheme": "W8A8", "float_kept": list(FLOAT_HEAD) if float_head else []}
+        openvino.save_model(model, str(path), compress_to_fp16=False)
+        return record
+
+    def load(self, path: Path) -> Runner:
+        import openvino
+
+        # f32: the graph as exported (the CPU plugin otherwise runs float parts in bf16 where the processor has it)
+        compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        return lambda x: compiled(np.ascontiguousarray(x, dtype=np.float32))[0]
+
+    def inspect(self, path: Path) -> dict[str, Any]:
+        import openvino
+
+        model = openvino.Core().read_model(str(path))
+        ports = lambda values: [{"name": v.get_any_name(), "shape": list(v.get_shape()),  # noqa: E731
+                                 "dtype": v.get_element_type().to_dtype().name} for v in values]
+        ops: dict[str, int] = {}
+        for op in model.get_ordered_ops():
+            ops[op.get_type_name()] = ops.get(op.get_type_name(), 0) + 1
+        return {"inputs": ports(model.inputs), "outputs": ports(model.outputs), "ops": ops}
+
+
+TARGET = OpenVinoTarget()
