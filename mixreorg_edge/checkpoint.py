@@ -180,6 +180,18 @@ def check_model_match(model: torch.nn.Module, state: dict[str, torch.Tensor], pa
         raise ValueError(f"{path} does not match the model its config describes; " + "; ".join(problems))
 
 
+def saved_step(path: Path) -> int:
+    """The step a training-state file was saved at (read from its header; no tensors are loaded)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except SafetensorError as err:
+        raise ValueError(f"{path} is not a training state file (not a safetensors file: {err})") from err
+    if metadata.get("kind") != TRAINING_STATE_KIND:
+        raise ValueError(f"{path} is not a training state file (kind={metadata.get('kind')!r})")
+    return int(metadata["step"])
+
+
 def load_training_state(
     path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> tuple[int, dict, dict[str, torch.Tensor]]:

@@ -11,7 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="MixReorg teacher -> mobile students -> edge runtimes.", no_args_is_help=True)
+app = typer.Typer(help="MixReorg teacher -> mobile students -> int8 -> ExecuTorch, Core ML, ONNX, OpenVINO and "
+                         "TensorRT artifacts.", no_args_is_help=True)
 data_app = typer.Typer(help="Datasets: generate the built-in synthetic caption world.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console()
@@ -437,7 +438,8 @@ def quickstart_cmd(
         None, "--distill-steps", help="Distillation steps of the MobileViT student (default: 1500, a few minutes on 2 cores)."
     ),
 ) -> None:
-    """Synthetic data -> toy teacher -> zero-shot evaluation, with a summary.json of every artifact and figure."""
+    """Synthetic data -> toy teacher -> zero-shot evaluation -> MobileViT-XXS student -> NNCF int8 -> export to every
+    runtime this host has, with a summary.json of every artifact and figure."""
     from .pipeline import quickstart
 
     budget = {} if distill_steps is None else {"distill_steps": distill_steps}  # None: the quickstart's default
@@ -446,8 +448,16 @@ def quickstart_cmd(
     table.add_column("item")
     table.add_column("value")
     for key, value in summary.items():
-        table.add_row(key, f"{value:.2f}" if isinstance(value, float) else str(value))
+        if key != "exports":
+            table.add_row(key, f"{value:.2f}" if isinstance(value, float) else str(value))
     console.print(table)
+    exports = Table(title="exported student")
+    for column in ("target", "precision", "status", "mIoU", "path"):
+        exports.add_column(column)
+    for row in summary["exports"]:
+        miou = "-" if row.get("miou") is None else f"{row['miou']:.2f}"
+        exports.add_row(row["target"], row["precision"], row["status"], miou, str(row["path"] or "-"))
+    console.print(exports)
 
 
 def _print_scores(scores: dict) -> None:

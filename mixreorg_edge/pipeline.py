@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import time
 from importlib import resources
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,11 @@ QUICKSTART_VAL_IMAGES = 500
 QUICKSTART_MINUTES = 6.0
 QUICKSTART_STUDENT = "mobilevit:xxs"
 QUICKSTART_DISTILL_STEPS = 1500  # a few minutes on 2 CPU cores; `distill` defaults to more (distill/train.py)
+# (target, precision) the quickstart exports the student to, where this host can export to the target
+QUICKSTART_EXPORTS = (("executorch", "fp32"), ("executorch", "int8"), ("onnx", "fp32"), ("onnx", "int8"),
+                      ("openvino", "int8"), ("coreml", "fp16"), ("coreml", "int8"), ("tensorrt", "fp16"))
+QUICKSTART_PARITY_IMAGES = 100
+QUICKSTART_CALIBRATION_IMAGES = 64
 
 
 def shipped_teacher() -> Path:
@@ -104,6 +110,40 @@ def calibrate_run(
     return {**entry, "file": str(path)}
 
 
+def export_student(student_dir: Path, data_dir: Path, out: Path, exports: Sequence[tuple[str, str]],
+                   console: Console) -> list[dict[str, Any]]:
+    """The student exported to each (target, precision) of `exports` this host can export to (int8 calibrated on training
+    images, parity on validation images): per artifact `{target, precision, path, status}` (and the parity's mIoU)."""
+    from .export.artifact import ExportRequest, export_artifact
+    from .export.parity import ParityError
+    from .export.target import get_target
+
+    rows = []
+    for target, precision in exports:
+        path = out / f"{target}-{precision}"
+        reason = get_target(target).missing()
+        if reason:
+            console.print(f"{target} {precision}: skipped ({reason})")
+            rows.append({"target": target, "precision": precision, "path": None, "status": f"skipped: {reason}"})
+            continue
+        request = ExportRequest(run=student_dir, target=target, out=path, precision=precision,
+                                calib=data_dir / "train" if precision == "int8" else None,
+                                num_samples=QUICKSTART_CALIBRATION_IMAGES, data=data_dir / "val",
+                                parity_images=QUICKSTART_PARITY_IMAGES)
+        try:
+            metadata = export_artifact(request, log=lambda _: None)
+            status = metadata["status"]
+            parity = metadata["parity"]
+        except ParityError as error:
+            status, parity = "parity failed", str(error)
+        row = {"target": target, "precision": precision, "path": str(path), "status": status,
+               "miou": parity.get("miou") if isinstance(parity, dict) else None}
+        console.print(f"{target} {precision}: [bold]{status}[/]" + (f", mIoU {row['miou']:.2f} through {target}"
+                                                                   if row["miou"] is not None else "") + f" -> {path}")
+        rows.append(row)
+    return rows
+
+
 def _unrefined_note(scores: dict[str, Any]) -> str:
     if "miou_unrefined" not in scores:
         return ""
@@ -119,10 +159,12 @@ def quickstart(
     train_images: int = QUICKSTART_TRAIN_IMAGES,
     val_images: int = QUICKSTART_VAL_IMAGES,
     distill_steps: int = QUICKSTART_DISTILL_STEPS,
+    exports: Sequence[tuple[str, str]] = QUICKSTART_EXPORTS,
 ) -> dict[str, Any]:
     """Synthetic world (+ a labelled tuning split) -> toy teacher (shipped, or trained with `from_scratch`) ->
     background calibration on the tuning split -> zero-shot eval -> MobileViT student distilled from it ->
-    calibration -> eval -> summary.json with every artifact path and headline figure."""
+    calibration -> eval -> int8 and export to `exports` -> summary.json with every artifact path and headline
+    figure."""
     from .data.synth import write_synthetic_world
     from .distill.train import default_train_config, distill
     from .teacher.presets import get_preset
@@ -144,12 +186,12 @@ def quickstart(
     started = time.perf_counter()
     data_dir, teacher_dir, student_dir = out / "data", out / "teacher", out / "student"
     tune_dir = out / "tune" / "val"  # labelled, another seed: the background calibration is tuned here, not on val
-    console.rule("1/4 synthetic caption world")
+    console.rule("1/5 synthetic caption world")
     write_synthetic_world(data_dir, train=train_images, val=val_images, seed=seed)
     write_synthetic_world(tune_dir.parent, train=0, val=val_images, seed=seed + 1)
     console.print(f"data: [bold]{data_dir}[/], tuning split [bold]{tune_dir}[/] ({time.perf_counter() - started:.0f} s)")
 
-    console.rule("2/4 toy MixReorg teacher")
+    console.rule("2/5 toy MixReorg teacher")
     if from_scratch:
         train_teacher(data_dir / "train", teacher_dir, teacher_cfg, train_cfg)
         teacher_source = "trained from scratch"
@@ -168,11 +210,11 @@ def quickstart(
         evaluations[label_set] = scores
         console.print(f"teacher {label_set} mIoU: [bold]{scores['miou']:.2f}[/]" + _unrefined_note(scores))
 
-    console.rule(f"3/4 distil a {QUICKSTART_STUDENT} student (images only)")
+    console.rule(f"3/5 distil a {QUICKSTART_STUDENT} student (images only)")
     student_train_cfg = default_train_config()
     student_train_cfg.seed, student_train_cfg.steps = seed, distill_steps
     distill(teacher_dir, QUICKSTART_STUDENT, data_dir / "train", student_dir, student_train_cfg)
-    console.rule("4/4 student zero-shot evaluation")
+    console.rule("4/5 student zero-shot evaluation")
     student_calibration = calibrate_run(student_dir, tune_dir, "objects", show_progress=True)
     student_scores = evaluate_run(student_dir, data_dir / "val", "objects", show_progress=True)
     write_json_atomic(out / "student_eval_objects.json", student_scores)
@@ -182,6 +224,9 @@ def quickstart(
         f"({student_scores['miou'] / max(evaluations['objects']['miou'], 1e-9):.0%} retained)"
         + _unrefined_note(student_scores)
     )
+
+    console.rule("5/5 NNCF int8 and export to every runtime this host has")
+    exported = export_student(student_dir, data_dir, out / "exports", exports, console)
 
     summary = {
         "data_dir": str(data_dir),
@@ -207,6 +252,7 @@ def quickstart(
         "student_miou_unrefined": student_scores.get("miou_unrefined"),
         "student_background_bias": student_calibration["background_bias"],
         "student_eval_objects": str(out / "student_eval_objects.json"),
+        "exports": exported,
         "cpu": cpu_model(),  # what `seconds` was measured on
         "cpu_generation": cpu_generation(),
         "threads": torch.get_num_threads(),

@@ -84,3 +84,12 @@ def load_text_model(model: nn.Module, config: dict[str, Any]) -> nn.Module:
             "file it built"
         )
     return teacher
+
+
+def load_run_vocabulary(model: nn.Module, config: dict[str, Any], path: Path):
+    """A vocabulary file for a run's model, refused unless its dimension and teacher (the text side a student was
+    distilled against, or a teacher's own) are the model's."""
+    from .vocab import load_vocabulary, teacher_fingerprint
+
+    expected = config["text_fingerprint"] if config.get("kind") == "student" else teacher_fingerprint(model)
+    return load_vocabulary(path, expected_dim=model.embed_dim, expected_teacher=expected)

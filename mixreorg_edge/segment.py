@@ -13,8 +13,8 @@ from .data.transforms import to_rgb8
 from .head import VocabularyHead
 from .overlay import draw_overlay
 from .pipeline import protocol_of
-from .runs import load_model, load_text_model
-from .vocab import Vocabulary, load_vocabulary, teacher_fingerprint, vocabulary_for
+from .runs import load_model, load_run_vocabulary, load_text_model
+from .vocab import Vocabulary, vocabulary_for
 from .zeroshot import predict_label_map
 
 
@@ -41,8 +41,7 @@ def run_vocabulary(model_path: Path, classes: str | None, vocab: Path | None) ->
         raise ValueError("pass exactly one of --classes or --vocab")
     model, config = load_model(model_path)
     if vocab is not None:
-        expected = config["text_fingerprint"] if config["kind"] == "student" else teacher_fingerprint(model)
-        vocabulary = load_vocabulary(vocab, expected_dim=model.embed_dim, expected_teacher=expected)
+        vocabulary = load_run_vocabulary(model, config, vocab)
     else:
         text_model = load_text_model(model, config)
         vocabulary = vocabulary_for(text_model, classes, templates=config["teacher"]["eval"]["templates"])

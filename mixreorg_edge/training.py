@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .checkpoint import load_training_state, save_model, save_training_state
+from .checkpoint import load_training_state, save_model, save_training_state, saved_step
 from .configs import config_from_dict
 from .runs import CONFIG_FILE, METRICS_FILE, MODEL_FILE, STATE_FILE, write_json_atomic, write_text_atomic
 
@@ -129,7 +129,14 @@ def prepare_run(out: Path, run_config: dict[str, Any], train_cfg: TrainConfig, r
     if resume:
         if not (out / STATE_FILE).is_file():
             raise FileNotFoundError(f"--resume: no checkpoint to resume in {out} (expected {out / STATE_FILE})")
-        saved = json.loads((out / CONFIG_FILE).read_text())
+        try:
+            saved = json.loads((out / CONFIG_FILE).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"--resume: cannot read the run's {out / CONFIG_FILE} ({err})") from None
+        step = saved_step(out / STATE_FILE)
+        if train_cfg.steps is not None and train_cfg.steps <= step:
+            raise ValueError(f"--resume --steps {train_cfg.steps}: the run in {out} is already at step {step}; give "
+                             f"more steps than that to continue it")
         if train_cfg.steps is not None or train_cfg.minutes is not None:
             saved["train"].update(steps=train_cfg.steps, minutes=train_cfg.minutes)
             TrainConfig.from_dict(saved["train"]).validate()

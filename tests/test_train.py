@@ -57,6 +57,22 @@ def test_resume_with_a_new_budget_extends_the_run_and_records_it(tiny_world: Pat
     assert load_model(run)[1]["train"]["steps"] == 5
 
 
+def test_resume_with_fewer_steps_than_saved_is_refused_and_changes_nothing(tiny_world: Path, tmp_path: Path) -> None:
+    """--resume --steps N at or below the saved step used to exit 0 with "final loss nan" and rewrite config.json."""
+    run = tmp_path / "run"
+    train_teacher(tiny_world / "train", run, tiny_teacher_config(), tiny_train_config(steps=3), show_progress=False)
+    config = (run / "config.json").read_text()
+    for steps in (2, 3):
+        with pytest.raises(ValueError, match="already at step 3"):
+            train_teacher(tiny_world / "train", run, tiny_teacher_config(), tiny_train_config(steps=steps),
+                          resume=True, show_progress=False)
+    assert (run / "config.json").read_text() == config
+    (run / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="config.json"):
+        train_teacher(tiny_world / "train", run, tiny_teacher_config(), tiny_train_config(steps=5), resume=True,
+                      show_progress=False)
+
+
 @pytest.mark.parametrize("overrides", [{"steps": 0}, {"steps": None, "minutes": 0.0}, {"steps": None},
                                        {"minutes": 1.0}, {"save_every": 0}, {"log_every": 0}, {"batch_size": 0}])
 def test_bad_budgets_and_intervals_are_refused_before_the_run_is_created(

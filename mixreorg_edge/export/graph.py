@@ -12,8 +12,8 @@ from torch import nn
 
 from ..calibration import with_run_calibration
 from ..distill.student import EmbeddingModel, SegmentationModel
-from ..runs import load_model, load_text_model
-from ..vocab import LabelSet, Vocabulary, build_vocabulary, load_vocabulary, teacher_fingerprint
+from ..runs import load_model, load_run_vocabulary, load_text_model
+from ..vocab import LabelSet, Vocabulary, build_vocabulary
 
 SIZE_MULTIPLE = 32  # the students' coarsest stride
 
@@ -72,8 +72,7 @@ def load_deployable(run: Path, output: str, labels: LabelSet, vocab: Path | None
     deployed graph computes)."""
     model, config = load_model(run)
     if vocab is not None:
-        expected = config["text_fingerprint"] if config["kind"] == "student" else teacher_fingerprint(model)
-        vocabulary = load_vocabulary(vocab, expected_dim=model.embed_dim, expected_teacher=expected)
+        vocabulary = load_run_vocabulary(model, config, vocab)
     else:
         text_model = load_text_model(model, config)
         vocabulary = build_vocabulary(text_model, labels.classes, labels.background_words,
