@@ -59,6 +59,20 @@ def data_synth(
     console.print_json(json.dumps(summary, default=str))
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"mixreorg-edge {version('mixreorg-edge')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """MixReorg teacher -> mobile students -> int8 -> ExecuTorch, Core ML, ONNX, OpenVINO and TensorRT artifacts."""
+
+
 def _override(config: ConfigT, **values: object) -> ConfigT:
     """Set the options the user gave (not None) on a config; return it."""
     for name, value in values.items():
@@ -85,7 +99,9 @@ def train_teacher_cmd(
     ),
     lr: Optional[float] = typer.Option(None, "--lr", help="Override the preset's peak learning rate."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override the preset's seed."),
-    variant: Optional[str] = typer.Option(None, "--variant", help="MixReorg ablation variant (default: full)."),
+    variant: Optional[str] = typer.Option(
+        None, "--variant", help="MixReorg ablation variant: baseline | baseline-groupvit | +seg | +contextual | "
+        "+progressive | full | full-context1 (default: the preset's own: toy = +seg, vit-s = full)."),
     mix_fraction: Optional[float] = typer.Option(
         None, "--mix-fraction", help="Share of each batch's mixing groups that run the mixed and restoration "
         "branches (default 1: all); less makes a step cheaper."
@@ -228,13 +244,15 @@ def distill_cmd(
     steps: Optional[int] = typer.Option(
         None, "--steps", help="Optimizer steps (default: 4000). With --resume: the run's own unless given."
     ),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step (default: 64)."),
     images: Optional[int] = typer.Option(
         None, "--images", help="Images whose teacher targets are cached and used (default: 20000)."
     ),
-    feature_weight: Optional[float] = typer.Option(None, "--feature-weight"),
-    logit_weight: Optional[float] = typer.Option(None, "--logit-weight"),
-    temperature: Optional[float] = typer.Option(None, "--temperature"),
+    feature_weight: Optional[float] = typer.Option(
+        None, "--feature-weight", help="Weight of the (1 - cosine) loss to the teacher's embeddings (default: 1)."),
+    logit_weight: Optional[float] = typer.Option(
+        None, "--logit-weight", help="Weight of the KL loss to the teacher's word distribution (default: 1)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="KL temperature (default: 2)."),
     vocabulary: Optional[str] = typer.Option(
         None, "--vocabulary", help='Logit-distillation words: "captions" (default: their frequent words) or a class '
         'list (a built-in such as voc, a file or "a,b,c"; needed for image-only shards).'

@@ -170,3 +170,23 @@ def test_help_shows_the_actual_defaults() -> None:
     assert f"(default: {default_train_config().steps})" in distill_help
     assert f"(default: {DistillConfig().images})" in distill_help
     assert f"(default: {QUICKSTART_DISTILL_STEPS}," in _run("quickstart", "--help").output
+
+
+def test_help_is_current_and_complete() -> None:
+    """Every distill option says what it does and its default as the code has it; --variant no longer claims `full`
+    is the default (the toy preset is +seg); --version answers."""
+    import re
+
+    from mixreorg_edge.distill.train import DistillConfig, default_train_config
+    from mixreorg_edge.teacher.ablation import VARIANTS
+
+    config, train = DistillConfig(), default_train_config()
+    distill_help = " ".join(_run("distill", "--help").output.split())
+    for option, default in (("--batch-size", train.batch_size), ("--feature-weight", config.feature_weight),
+                            ("--logit-weight", config.logit_weight), ("--temperature", config.temperature)):
+        assert re.search(rf"{option} \S+ [A-Z].*?\(default: {default:g}\)", distill_help), option
+    teacher_help = " ".join(_run("train-teacher", "--help").output.split())
+    assert "default: full)" not in teacher_help and "toy = +seg" in teacher_help
+    assert all(name in teacher_help for name in VARIANTS)
+    result = _run("--version")
+    assert result.exit_code == 0 and re.fullmatch(r"mixreorg-edge \d+\.\d+\.\d+\s*", result.output)
