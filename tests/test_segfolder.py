@@ -101,3 +101,27 @@ def test_a_mask_of_the_wrong_size_or_mode_is_a_clear_error(tmp_path: Path) -> No
         read_class_mask(tmp_path / "small.png", (10, 6))
     with pytest.raises(ValueError, match="colour.png has mode RGB"):
         read_class_mask(tmp_path / "colour.png", (10, 6))
+
+
+def test_a_truncated_jpeg_is_named_not_a_traceback(root: Path) -> None:
+    """`eval` on a folder with a cut-off JPEG raised PIL's bare "image file is truncated" with no file name."""
+    path = root / "images" / "img0.jpg"
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(ValueError, match="cannot read image .*img0.jpg"):
+        SegmentationFolder(root, "objects")[0]
+
+
+def test_eval_names_a_truncated_jpeg(tiny_world: Path, tiny_teacher_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from mixreorg_edge.cli import app
+
+    val = tmp_path / "val"
+    shutil.copytree(tiny_world / "val", val)
+    broken = sorted((val / "images").iterdir())[0]
+    assert broken.suffix == ".jpg"
+    broken.write_bytes(broken.read_bytes()[:-40])
+    result = CliRunner().invoke(app, ["eval", "--model", str(tiny_teacher_run), "--data", str(val)])
+    assert result.exit_code == 2 and broken.name in result.output and "Traceback" not in result.output

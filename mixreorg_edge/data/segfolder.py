@@ -105,8 +105,11 @@ class ImageMaskSplit:
     def __getitem__(self, i: int) -> tuple[Image.Image, np.ndarray, str]:
         """Return the i-th RGB image, its (H, W) uint8 mask as stored, and its key."""
         key = self._keys[i]
-        with Image.open(self._images[key]) as img:
-            image = to_rgb8(img)
+        try:
+            with Image.open(self._images[key]) as img:
+                image = to_rgb8(img)  # decodes the whole image: a truncated file fails here
+        except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+            raise ValueError(f"cannot read image {self._images[key]}: {error}") from None
         return image, read_class_mask(self._mask_path(key), image.size), key
 
 
