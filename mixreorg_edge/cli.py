@@ -144,9 +144,13 @@ def train_teacher_cmd(
         f"trained {result.steps} steps in {result.seconds / 60:.1f} min, final loss {result.final_loss:.3f}, "
         f"{result.metrics['corrupt_images']} corrupt images skipped -> [bold]{result.run}[/]"
     )
-    if result.metrics["truncated_shards"]:
-        console.print(f"[yellow]warning:[/] {result.metrics['truncated_shards']} shard(s) end early (cut downloads?); "
-                      "their complete samples were used")
+    _warn_truncated(result.metrics["truncated_shards"])
+
+
+def _warn_truncated(shards: int) -> None:
+    if shards:
+        console.print(f"[yellow]warning:[/] {shards} shard(s) end early (cut downloads?); their complete samples "
+                      "were used")
 
 
 @app.command("eval")
@@ -274,12 +278,17 @@ def distill_cmd(
                             temperature=temperature, vocabulary=vocabulary)
     result = distill(teacher, student, data, out, train_cfg, distill_cfg, resume=resume, cache_dir=cache_dir,
                      backbone_weights=backbone_weights)
+    used = json.loads((result.run / "config.json").read_text())["distill"]["images"]
+    if images is not None and used < images:
+        console.print(f"[yellow]warning:[/] --images {images}: the data holds {used} images; all of them were used "
+                      "(config.json records that)")
     reused = "reused" if result.metrics["targets_reused"] else "computed"
     console.print(
         f"distilled {student} for {result.steps} steps in {result.seconds / 60:.1f} min (teacher targets {reused}), "
         f"final loss {result.final_loss:.4f}, {result.metrics['corrupt_images']} corrupt images skipped "
         f"-> [bold]{result.run}[/]"
     )
+    _warn_truncated(result.metrics["truncated_shards"])
 
 
 vocab_app = typer.Typer(help="Vocabularies: class names -> teacher text embeddings, saved once.", no_args_is_help=True)

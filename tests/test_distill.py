@@ -246,3 +246,26 @@ def test_bad_input_exits_non_zero_with_a_clear_message(args: list[str], message:
     result = runner.invoke(app, filled)
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_distill_warns_about_a_truncated_shard_and_records_the_images_it_used(tiny_world: Path,
+                                                                               tiny_teacher_run: Path,
+                                                                               tmp_path: Path) -> None:
+    """distill said nothing of a cut shard, and capped --images at the data's size while config.json recorded the
+    number asked for."""
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for source in sorted((tiny_world / "train").glob("*.tar")):
+        (shards / source.name).write_bytes(source.read_bytes())
+    cut = sorted(shards.glob("*.tar"))[-1]
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size * 3 // 5])
+    available = len(ImageTextShards(shards, require_caption=False))
+    result = runner.invoke(app, ["distill", "--teacher", str(tiny_teacher_run), "--student", STUDENT, "--data",
+                                 str(shards), "--steps", "1", "--batch-size", "8", "--images", "1000", "--cache-dir",
+                                 str(tmp_path / "targets"), "--out", str(tmp_path / "student")])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "1 shard(s) end early" in output and f"the data holds {available} images" in output
+    assert json.loads((tmp_path / "student" / CONFIG_FILE).read_text())["distill"]["images"] == available
+    rows = [json.loads(line) for line in (tmp_path / "student" / METRICS_FILE).read_text().splitlines()]
+    assert rows[-1]["truncated_shards"] == 1

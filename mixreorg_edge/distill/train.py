@@ -102,6 +102,8 @@ def distill(
         raise ValueError(f"--teacher {teacher_run} is a {teacher_config.get('kind')} run, not a teacher")
     teacher = teacher.to(device)
     shards = ImageTextShards(data, require_caption=False)
+    if distill_cfg.images > len(shards):  # recorded as used, not as asked: config.json says what was trained on
+        distill_cfg.images = len(shards)
     image_size = teacher_config["teacher"]["image"]["image_size"]
     student_cfg = StudentConfig(student=student, embed_dim=teacher.embed_dim, image_size=image_size)
     run_config = {
@@ -157,7 +159,7 @@ def distill(
         resume=resume,
         description=f"distill {student_cfg.student}",
         extra_metrics=lambda: {"targets_reused": targets.reused, "vocabulary_words": len(words),
-                               "corrupt_images": targets.skipped},
+                               "corrupt_images": targets.skipped, "truncated_shards": len(shards.truncated_shards)},
         show_progress=show_progress,
         stop_after=stop_after,
     )
