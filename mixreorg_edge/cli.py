@@ -50,11 +50,14 @@ def data_synth(
         "by-class", "--thing-colours",
         help="by-class: each thing in a hue band of its own | free: most things in any colour, told apart by shape only.",
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace the shards and validation images of a folder that holds other data."),
 ) -> None:
     """Generate the synthetic caption world: WebDataset training shards and a labelled validation folder."""
     from .data.synth import write_synthetic_world
 
-    summary = write_synthetic_world(out, train=train, val=val, size=size, seed=seed, thing_colours=thing_colours)
+    summary = write_synthetic_world(out, train=train, val=val, size=size, seed=seed, thing_colours=thing_colours,
+                                    overwrite=overwrite)
     console.print(f"wrote {train} training pairs and {val} validation images to [bold]{out}[/]")
     console.print_json(json.dumps(summary, default=str))
 

@@ -169,11 +169,31 @@ def test_world_is_deterministic_across_workers_and_seeds(world: Path, tmp_path: 
     assert other["val/images/00000000.jpg"] != _dir_bytes(world)["val/images/00000000.jpg"]
 
 
-def test_rewrite_removes_stale_shards(tmp_path: Path):
+def test_rewrite_removes_stale_shards_only_when_told(tmp_path: Path):
+    """A second `data synth` of other settings into a world used to delete its shards and images silently."""
     write_synthetic_world(tmp_path, train=6, val=2, size=SIZE, shard_size=2, workers=1)
-    write_synthetic_world(tmp_path, train=2, val=1, size=SIZE, shard_size=2, workers=1)
+    with pytest.raises(FileExistsError, match=r"other settings \(counts .*--overwrite"):
+        write_synthetic_world(tmp_path, train=2, val=1, size=SIZE, shard_size=2, workers=1)
+    assert len(list((tmp_path / "train").glob("*.tar"))) == 3
+    write_synthetic_world(tmp_path, train=6, val=2, size=SIZE, shard_size=2, workers=1)  # the same world again
+    write_synthetic_world(tmp_path, train=2, val=1, size=SIZE, shard_size=2, workers=1, overwrite=True)
     assert len(list((tmp_path / "train").glob("*.tar"))) == 1
     assert len(list((tmp_path / "val" / "images").glob("*.jpg"))) == 1
+
+
+def test_synth_refuses_a_folder_of_other_data_and_a_file(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from mixreorg_edge.cli import app
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    result = CliRunner().invoke(app, ["data", "synth", "--out", str(tmp_path / "mine"), "--train", "2", "--val", "1"])
+    assert result.exit_code == 2 and "holds no synthetic world" in result.output
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    (tmp_path / "file").write_text("x")
+    result = CliRunner().invoke(app, ["data", "synth", "--out", str(tmp_path / "file"), "--train", "2", "--val", "1"])
+    assert result.exit_code == 2 and "is a file" in result.output and "Traceback" not in result.output
 
 
 @pytest.mark.parametrize(

@@ -116,19 +116,43 @@ def _prepare_dirs(out: Path) -> None:
         path.unlink()
 
 
+def _check_out(out: Path, settings: dict, overwrite: bool) -> None:
+    """Refuse to write into a file, or into a non-empty folder that is not a synthetic world of the same `settings`
+    (writing removes its shards and validation images), unless `overwrite`."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder")
+    if overwrite or not out.exists() or not any(out.iterdir()):
+        return
+    try:
+        recorded = json.loads((out / "world.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        recorded = None
+    if isinstance(recorded, dict) and all(recorded.get(key) == value for key, value in settings.items()):
+        return  # the same world again: rewritten byte for byte
+    what = ("holds a synthetic world of other settings (" + ", ".join(
+        f"{key} {recorded.get(key)!r} -> {value!r}" for key, value in settings.items() if recorded.get(key) != value)
+        + ")") if isinstance(recorded, dict) else "is not empty and holds no synthetic world"
+    raise FileExistsError(f"{out} {what}; writing there would delete its shards and validation images: choose an "
+                          "empty --out, or pass --overwrite")
+
+
 def _write_json(path: Path, obj: object) -> None:
     path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
 
 
 def write_synthetic_world(
     out: Path, train: int, val: int, size: int = 64, seed: int = 0, shard_size: int = 1000, workers: int | None = None,
-    thing_colours: str = DEFAULT_THING_COLOURS,
+    thing_colours: str = DEFAULT_THING_COLOURS, overwrite: bool = False,
 ) -> dict:
     """Write train WebDataset shards (jpg+txt only) and a val split with masks; return a summary. `thing_colours`:
-    "by-class" (the default world) or "free" (see `icons.thing_palette`)."""
+    "by-class" (the default world) or "free" (see `icons.thing_palette`). A non-empty `out` must hold a world of the
+    same settings unless `overwrite` (its shards and validation images are replaced)."""
     workers = min(2, os.cpu_count() or 1) if workers is None else workers
     _validate(train, val, size, seed, shard_size, workers, thing_colours)
     out = Path(out)
+    _check_out(out, {"generator": GENERATOR, "version": VERSION, "seed": seed, "size": size,
+                     "thing_colours": thing_colours, "counts": {"train": train, "val": val},
+                     "shard_size": shard_size}, overwrite)
     t0 = time.perf_counter()
     _prepare_dirs(out)
     tasks = _tasks(out, train, val, size, seed, shard_size, thing_colours)
