@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .outputs import check_output_file, check_output_folder
+
 app = typer.Typer(help="MixReorg teacher -> mobile students -> int8 -> ExecuTorch, Core ML, ONNX, OpenVINO and "
                          "TensorRT artifacts.", no_args_is_help=True)
 data_app = typer.Typer(help="Datasets: generate the built-in synthetic caption world.", no_args_is_help=True)
@@ -54,6 +56,7 @@ def data_synth(
         False, "--overwrite", help="Replace the shards and validation images of a folder that holds other data."),
 ) -> None:
     """Generate the synthetic caption world: WebDataset training shards and a labelled validation folder."""
+    check_output_folder(out, "--out")
     from .data.synth import write_synthetic_world
 
     summary = write_synthetic_world(out, train=train, val=val, size=size, seed=seed, thing_colours=thing_colours,
@@ -115,6 +118,7 @@ def train_teacher_cmd(
     ),
 ) -> None:
     """Train the MixReorg teacher on image-caption shards."""
+    check_output_folder(out, "--out")
     from .teacher.ablation import apply_variant
     from .teacher.presets import get_preset
     from .teacher.train import train_teacher
@@ -188,6 +192,8 @@ def eval_cmd(
 ) -> None:
     """Zero-shot segmentation mIoU with GroupViT's protocol and the model's mask refinement (the ones recorded with the
     model unless overridden)."""
+    if json_out is not None:
+        check_output_file(json_out, "--json")
     from .pipeline import evaluate_run
 
     scores = evaluate_run(model, data, label_set, templates=templates, show_progress=True,
@@ -226,6 +232,8 @@ def calibrate_cmd(
     ),
 ) -> None:
     """Tune the background bias (a log-prior on the background class) on a labelled split and record it with the model."""
+    if out is not None:
+        check_output_file(out, "--out")
     from .pipeline import calibrate_run
 
     entry = calibrate_run(model, data, label_set, templates=templates, out=out, show_progress=True,
@@ -272,6 +280,7 @@ def distill_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
 ) -> None:
     """Distil a teacher into a mobile student (dense feature + logit distillation; no labels, no captions)."""
+    check_output_folder(out, "--out")
     from .distill.train import DistillConfig, default_train_config, distill
 
     train_cfg = _override(default_train_config(), steps=steps, batch_size=batch_size, seed=seed)
@@ -313,6 +322,7 @@ def vocab_build(
     out: Path = typer.Option(..., "--out", help="Vocabulary file (.safetensors)."),
 ) -> None:
     """Embed class names with a teacher's text encoder and save them as a vocabulary file."""
+    check_output_file(out, "--out")
     from dataclasses import replace
 
     from .calibration import with_run_calibration
@@ -348,6 +358,7 @@ def segment_cmd(
     out: Path = typer.Option(..., "--out", help="Overlay PNG to write."),
 ) -> None:
     """Segment one image and write a colour overlay with a legend."""
+    check_output_file(out, "--out")
     from .segment import segment_image
 
     result = segment_image(model, image, out, classes=classes, vocab=vocab)
@@ -406,6 +417,7 @@ def export_cmd(
 ) -> None:
     """Export a run to one runtime: the model file, metadata.json an app can follow alone, and a parity check
     against PyTorch on validation images (Core ML on Linux: a structural check)."""
+    check_output_folder(out, "--out")
     from .export.artifact import ExportRequest
 
     _export(ExportRequest(run=model, target=target, out=out, precision=precision, output=output, imgsz=imgsz,
@@ -432,6 +444,7 @@ def quantize_cmd(
 ) -> None:
     """NNCF post-training int8 for one runtime, calibrated on --calib; records mIoU before and after, the calibration
     set and the layers kept in float in the artifact's metadata.json."""
+    check_output_folder(out, "--out")
     from .export.artifact import ExportRequest
 
     metadata = _export(ExportRequest(run=model, target=backend, out=out, precision="int8", calib=calib,
@@ -470,6 +483,7 @@ def quickstart_cmd(
 ) -> None:
     """Synthetic data -> toy teacher -> zero-shot evaluation -> MobileViT-XXS student -> NNCF int8 -> export to every
     runtime this host has, with a summary.json of every artifact and figure."""
+    check_output_folder(out, "--out")
     from .pipeline import quickstart
 
     budget = {} if distill_steps is None else {"distill_steps": distill_steps}  # None: the quickstart's default
