@@ -30,12 +30,17 @@ def _user_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         from .data.shards import ShardIndexError
+        from .training import TrainingInterrupted
 
         try:
             return func(*args, **kwargs)
         except (FileNotFoundError, FileExistsError, ValueError, ShardIndexError) as error:
             err_console.print(f"[bold red]error:[/] {error}")
             raise typer.Exit(code=2) from None
+        except TrainingInterrupted as stop:
+            err_console.print(f"[bold yellow]interrupted by {stop.signal_name}:[/] {stop.run} saved at step "
+                              f"{stop.step}; rerun the command with --resume to continue")
+            raise typer.Exit(code=stop.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
 

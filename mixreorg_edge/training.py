@@ -7,8 +7,12 @@ from __future__ import annotations
 import json
 import math
 import shlex
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from importlib.metadata import version
@@ -151,6 +155,40 @@ def prepare_run(out: Path, run_config: dict[str, Any], train_cfg: TrainConfig, r
     return config
 
 
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM stopped training after a whole step, and the run was saved there (resume with --resume)."""
+
+    def __init__(self, run: Path, step: int, signal_name: str) -> None:
+        super().__init__(f"{signal_name}: {run} saved at step {step}; rerun with --resume to continue")
+        self.run, self.step, self.signal_name = run, step, signal_name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(getattr(signal, self.signal_name))
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[list[str]]:
+    """While training: SIGINT and SIGTERM are recorded (the loop saves and stops after the step in hand); a second
+    SIGINT interrupts at once. Outside the main thread signals cannot be caught, and nothing changes."""
+    received: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if received and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        received.append(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, handler_before in previous.items():
+            signal.signal(sig, handler_before)
+
+
 def run_training(
     out: Path,
     model: torch.nn.Module,
@@ -191,7 +229,8 @@ def run_training(
     last_loss = float("nan")
     if resume:  # rows logged after the checkpoint (an interrupted run) are logged again by the resumed steps
         _drop_metrics_after(out / METRICS_FILE, step)
-    with _progress_bar(show_progress) as progress, (out / METRICS_FILE).open("a" if resume else "w") as log:
+    with _stop_on_signals() as signals, _progress_bar(show_progress) as progress, \
+            (out / METRICS_FILE).open("a" if resume else "w") as log:
         task = progress.add_task(description, total=1.0, status="")
         window_start, window_steps = time.perf_counter(), 0
         while not budget.done(step, elapsed) and (stop_after is None or step < stop_after):
@@ -224,8 +263,10 @@ def run_training(
                 log.flush()
                 status = f"step {step} loss {last_loss:.3f} {rate:.0f} img/s"
                 progress.update(task, completed=budget.progress(step, elapsed), status=status)
-            if step % train_cfg.save_every == 0:
+            if step % train_cfg.save_every == 0 or signals:
                 save_checkpoint(out, model, optimizer, step, elapsed, config, data_state)
+            if signals:
+                raise TrainingInterrupted(out, step, signals[0])
     save_checkpoint(out, model, optimizer, step, elapsed, config, data_state)
     return TrainResult(out, step, elapsed, last_loss, extra_metrics() if extra_metrics else {})
 

@@ -172,3 +172,56 @@ def test_a_model_file_that_does_not_fit_its_config_is_a_clear_error(tiny_teacher
     save_model(model, tmp_path / "run" / MODEL_FILE, edited)
     with pytest.raises(ValueError, match="does not match the model"):
         load_model(tmp_path / "run")
+
+
+def _linear_run(out: Path, steps: int, signal_at: int | None = None, resume: bool = False):
+    """A tiny run through the shared training engine; SIGTERM is sent to this process inside step `signal_at`."""
+    import signal
+
+    from mixreorg_edge.training import TrainConfig, prepare_run, run_training
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    cfg = TrainConfig(batch_size=4, lr=1e-2, warmup_steps=1, steps=steps, save_every=100, log_every=1, seed=0)
+    config = prepare_run(out, {"kind": "test"}, cfg, resume)
+
+    def step_fn(step: int) -> dict:
+        if step == signal_at:
+            signal.raise_signal(signal.SIGTERM)
+        x = torch.randn(4, 4, generator=torch.Generator().manual_seed(step)) + torch.randn(4)
+        return {"loss": (model(x) - 1).pow(2).mean()}
+
+    return run_training(out, model, cfg, config, step_fn, resume=resume, show_progress=False)
+
+
+def test_sigterm_saves_after_the_step_in_hand_and_resume_continues_exactly(tmp_path: Path) -> None:
+    """Ctrl-C or SIGTERM used to end training silently, losing everything since the last --save-every checkpoint."""
+    from mixreorg_edge.training import TrainingInterrupted
+
+    _linear_run(tmp_path / "whole", steps=8)
+    with pytest.raises(TrainingInterrupted, match="saved at step 4; rerun with --resume") as stopped:
+        _linear_run(tmp_path / "cut", steps=8, signal_at=3)
+    assert stopped.value.exit_code == 143 and stopped.value.step == 4
+    from mixreorg_edge.checkpoint import load_model_state
+
+    assert load_model_state(tmp_path / "cut" / MODEL_FILE)[1]["step"] == 4  # saved at once, though save_every is 100
+    _linear_run(tmp_path / "cut", steps=8, resume=True)
+    assert _losses(tmp_path / "cut") == _losses(tmp_path / "whole")
+
+
+def test_the_cli_says_where_an_interrupted_run_was_saved(tiny_world: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from mixreorg_edge.cli import app
+    from mixreorg_edge.teacher import train as teacher_train
+    from mixreorg_edge.training import TrainingInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise TrainingInterrupted(tmp_path / "run", 7, "SIGINT")
+
+    monkeypatch.setattr(teacher_train, "train_teacher", interrupted)
+    result = CliRunner().invoke(app, ["train-teacher", "--data", str(tiny_world), "--out", str(tmp_path / "run"),
+                                      "--steps", "10"])
+    assert result.exit_code == 130
+    assert "saved at step 7; rerun the command with --resume" in " ".join(result.output.split())
