@@ -99,11 +99,14 @@ def read_calibrations(path: Path) -> dict[str, dict[str, Any]]:
     return entries
 
 
-def write_calibration(path: Path, entry: dict[str, Any]) -> None:
-    """Add (or replace) the entry for `entry['label_set']` in the calibration file at `path`, atomically."""
+def write_calibration(path: Path, entry: dict[str, Any]) -> dict[str, Any] | None:
+    """Add (or replace) the entry for `entry['label_set']` in the calibration file at `path`, atomically; returns the
+    entry it replaced, if any."""
     entries = read_calibrations(path)
+    replaced = entries.get(entry["label_set"])
     entries[entry["label_set"]] = entry
     write_json_atomic(path, entries)
+    return replaced
 
 
 def matching_calibration(path: Path, classes: list[str], background_words: list[str]) -> dict[str, Any] | None:

@@ -248,6 +248,10 @@ def calibrate_cmd(
         f"{entry['tune_miou']:.2f} (uncalibrated {entry['uncalibrated_tune_miou']:.2f}, {entry['num_images']} images) "
         f"-> [bold]{entry['file']}[/]"
     )
+    if entry["replaced"] is not None:
+        before = entry["replaced"]
+        console.print(f"replaced the {label_set} calibration tuned on {before.get('tune_data')} (background bias "
+                      f"{before.get('background_bias', 0):g})")
     if "unrefined" in entry:
         unrefined = entry["unrefined"]
         console.print(f"without the mask refinement: background bias {unrefined['background_bias']:g}, tuning-split "

@@ -106,8 +106,8 @@ def calibrate_run(
     entry = calibrate_background_bias(model, dataset, protocol, templates, load_text_model(model, config),
                                       show_progress=show_progress)
     path = out or calibration_file(model_path)
-    write_calibration(path, entry)
-    return {**entry, "file": str(path)}
+    replaced = write_calibration(path, entry)
+    return {**entry, "file": str(path), "replaced": replaced}
 
 
 def export_student(student_dir: Path, data_dir: Path, out: Path, exports: Sequence[tuple[str, str]],

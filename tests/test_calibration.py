@@ -168,3 +168,12 @@ def test_a_refined_calibration_keeps_the_unrefined_bias_apart(
     build = ["vocab", "build", "--teacher", str(run), "--classes", "synthetic-objects", "--out", str(vocab)]
     assert runner.invoke(app, build).exit_code == 0
     assert load_vocabulary(vocab).background_bias == -1.0
+
+
+def test_calibrate_says_when_it_replaces_a_calibration(run: Path, tune_split: Path) -> None:
+    """A second `calibrate` silently replaced the first one's entry."""
+    args = ["calibrate", "--model", str(run), "--data", str(tune_split)]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0 and "replaced" not in first.output
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0 and _said(second, f"replaced the objects calibration tuned on {tune_split.resolve()}")
