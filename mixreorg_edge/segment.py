@@ -52,7 +52,8 @@ def run_vocabulary(model_path: Path, classes: str | None, vocab: Path | None) ->
 def segment_image(
     model_path: Path, image_path: Path, out: Path, classes: str | None = None, vocab: Path | None = None
 ) -> dict[str, Any]:
-    """Segment one image and write a colour overlay with a legend (PNG, the input's size) to `out`."""
+    """Segment one image and write a colour overlay (PNG: the upright image, enlarged when small, with the legend
+    beside it) to `out`."""
     image = read_image(image_path)
     model, config, vocabulary = run_vocabulary(model_path, classes, vocab)
     labels = predict_label_map(model, VocabularyHead(vocabulary), image, protocol_of(config))

@@ -193,7 +193,8 @@ def test_eval_and_segment_accept_a_student(tiny_world: Path, tiny_teacher_run: P
     assert result.exit_code == 2 and "background words" in result.output  # no words, no threshold
     result = runner.invoke(app, [*segment, "--classes", "car,tree"])
     assert result.exit_code == 0, result.output
-    assert Image.open(tmp_path / "seg.png").size == (50, 37)
+    overlay = Image.open(tmp_path / "seg.png")  # enlarged 7x for display (37 -> 259 px), the legend to its right
+    assert overlay.height == 37 * 7 and overlay.width > 50 * 7
 
 
 def test_student_eval_needs_its_own_teacher(tiny_world: Path, tiny_teacher_run: Path, tmp_path: Path) -> None:
@@ -224,7 +225,8 @@ def test_segment_with_a_vocabulary_file(tiny_teacher_run: Path, tmp_path: Path) 
     result = runner.invoke(app, ["segment", "--model", str(tiny_teacher_run), "--image", str(image),
                                  "--vocab", str(vocab), "--out", str(tmp_path / "seg.png")])
     assert result.exit_code == 0, result.output
-    assert Image.open(tmp_path / "seg.png").size == (70, 90)
+    overlay = Image.open(tmp_path / "seg.png")
+    assert overlay.height == 90 * 4 and overlay.width > 70 * 4  # enlarged 4x for display, the legend beside
 
 
 @pytest.mark.parametrize(

@@ -51,3 +51,25 @@ def test_an_image_over_pillows_decompression_limit_is_a_clear_error(tmp_path: Pa
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4,096 pixels: over twice the limit, Pillow's error
     with pytest.raises(ValueError, match="cannot read image"):
         read_image(path)
+
+
+def test_overlays_leave_background_unpainted_keep_each_class_colour_and_put_the_legend_beside() -> None:
+    """A 64-px overlay was half covered by its legend, background was painted red, and a class changed colour with
+    the vocabulary."""
+    from mixreorg_edge.data.synth import LABEL_SETS
+    from mixreorg_edge.overlay import MIN_DISPLAY_SIDE, class_colours, draw_overlay
+
+    image = Image.new("RGB", (64, 32), (40, 80, 120))
+    labels = np.zeros((32, 64), np.int64)
+    labels[:, 32:] = 1
+    one = np.asarray(draw_overlay(image, labels, ["background", "sun"]))
+    two = np.asarray(draw_overlay(image, labels * 2, ["background", "car", "sun"]))
+    scale = MIN_DISPLAY_SIDE // 32
+    assert one.shape[0] == 32 * scale and one.shape[1] > 64 * scale  # enlarged, legend in a panel to the right
+    assert (one[:, : 32 * scale] == (40, 80, 120)).all()  # background: the image itself, everywhere
+    sun = one[5, 40 * scale]
+    assert (sun != (40, 80, 120)).any() and (two[5, 40 * scale] == sun).all()  # "sun" keeps its colour
+    names = list(LABEL_SETS["context"])
+    colours = class_colours(names)
+    assert len(set(colours)) == len(names)  # one vocabulary: every class its own colour
+    assert class_colours(["Sun "])[0] == class_colours(["sun"])[0]
