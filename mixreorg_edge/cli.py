@@ -9,6 +9,7 @@ from typing import Callable, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.panel import Panel
 from rich.table import Table
 
 from .outputs import check_output_file, check_output_folder
@@ -511,6 +512,19 @@ def quickstart_cmd(
         miou = "-" if row.get("miou") is None else f"{row['miou']:.2f}"
         exports.add_row(row["target"], row["precision"], row["status"], miou, str(row["path"] or "-"))
     console.print(exports)
+    student, teacher = summary["student_run"], summary["teacher_run"]
+    onnx = next((row["path"] for row in summary["exports"] if row["target"] == "onnx" and row["path"]), None)
+    steps = [f"[bold]look[/]: {summary['overlay']} (teacher and student on a validation image)",
+             f"[bold]segment your image[/]: mixreorg-edge segment --model {student} --image YOUR.jpg "
+             f"--classes synthetic-objects --out seg.png",
+             f"[bold]export[/]: mixreorg-edge export --model {student} --target coreml --out my-coreml "
+             f"(see `mixreorg-edge targets`)"]
+    if onnx:
+        steps.append(f"[bold]an artifact[/]: {onnx} (model.onnx + metadata.json, what an app needs)")
+    steps.append(f"[bold]disk[/]: {summary['disk_mb']:.0f} MB in {summary['teacher_run'].rsplit('/', 1)[0]}, of which "
+                 f"{summary['target_cache_mb']:.0f} MB is the distillation target cache ({summary['target_cache']}; "
+                 f"delete it when you distil no more from {teacher})")
+    console.print(Panel("\n".join(steps), title="next", expand=False))
 
 
 def _print_scores(scores: dict) -> None:

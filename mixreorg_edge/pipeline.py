@@ -144,6 +144,37 @@ def export_student(student_dir: Path, data_dir: Path, out: Path, exports: Sequen
     return rows
 
 
+def example_overlay(runs: dict[str, Path], image_path: Path, out: Path) -> Path:
+    """Overlays of one image by each run (title -> run), side by side with their titles, as a PNG at `out`."""
+    from PIL import Image, ImageDraw
+
+    from .head import VocabularyHead
+    from .overlay import draw_overlay
+    from .segment import read_image, run_vocabulary
+    from .zeroshot import predict_label_map
+
+    image = read_image(image_path)
+    panels = []
+    for title, run in runs.items():
+        model, config, vocabulary = run_vocabulary(run, "synthetic-objects", None)
+        labels = predict_label_map(model, VocabularyHead(vocabulary), image, protocol_of(config))
+        panels.append((title, draw_overlay(image, labels, vocabulary.label_set)))
+    header = 24
+    canvas = Image.new("RGB", (sum(p.width for _, p in panels) + 12 * (len(panels) - 1),
+                               header + max(p.height for _, p in panels)), "white")
+    draw, x = ImageDraw.Draw(canvas), 0
+    for title, panel in panels:
+        canvas.paste(panel, (x, header))
+        draw.text((x + 4, 4), title, fill=(0, 0, 0), font_size=16)
+        x += panel.width + 12
+    canvas.save(out)
+    return out
+
+
+def folder_megabytes(folder: Path) -> float:
+    return round(sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) / 1e6, 1)
+
+
 def _unrefined_note(scores: dict[str, Any]) -> str:
     if "miou_unrefined" not in scores:
         return ""
@@ -228,7 +259,11 @@ def quickstart(
     console.rule("5/5 NNCF int8 and export to every runtime this host has")
     exported = export_student(student_dir, data_dir, out / "exports", exports, console)
 
+    overlay = example_overlay({"teacher (toy)": teacher_dir, f"student {QUICKSTART_STUDENT}": student_dir},
+                              sorted((data_dir / "val" / "images").iterdir())[0], out / "overlay.png")
+
     summary = {
+        "overlay": str(overlay),
         "data_dir": str(data_dir),
         "val_dir": str(data_dir / "val"),
         "teacher_run": str(teacher_dir),
@@ -257,6 +292,9 @@ def quickstart(
         "cpu_generation": cpu_generation(),
         "threads": torch.get_num_threads(),
         "seconds": round(time.perf_counter() - started, 1),
+        "disk_mb": folder_megabytes(out),
+        "target_cache_mb": folder_megabytes(teacher_dir / "cache") if (teacher_dir / "cache").exists() else 0.0,
+        "target_cache": str(teacher_dir / "cache"),
     }
     write_json_atomic(out / "summary.json", summary)
     console.print(f"summary: [bold]{out / 'summary.json'}[/]")

@@ -21,6 +21,11 @@ def test_quickstart_writes_a_summary_of_every_artifact(from_scratch: bool, tmp_p
     assert SUMMARY_KEYS <= set(on_disk) and on_disk == json.loads(json.dumps(summary))
     assert on_disk["student_distill_steps"] == 2 and on_disk["threads"] >= 1 and on_disk["cpu"]
     assert on_disk["cpu_generation"] == cpu_generation()
+    from PIL import Image
+
+    with Image.open(on_disk["overlay"]) as overlay:  # teacher and student side by side, each enlarged to >= 256 px
+        assert overlay.width > 2 * 256 and overlay.height >= 256
+    assert on_disk["disk_mb"] >= on_disk["target_cache_mb"] > 0 and Path(on_disk["target_cache"]).is_dir()
     for key in ("teacher_run", "val_dir", "student_run", "teacher_eval_objects", "student_eval_objects"):
         assert Path(on_disk[key]).exists(), key
     assert 0.0 <= on_disk["teacher_miou"] <= 100.0 and 0.0 <= on_disk["student_miou"] <= 100.0
