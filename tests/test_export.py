@@ -132,6 +132,7 @@ def test_coreml_packages_are_checked_structurally(student: Path, tiny_world: Pat
             assert metadata["parity"] == "not run: Core ML prediction needs macOS"
             assert metadata["status"] == "passed structural check"
     assert fp16["precision"] == "fp16" and "float16" in fp16["structure"]["weight_tensors"]
+    assert not (tmp_path / "fp16" / "model.mlpackage" / "executorch_debug_handle_mapping.json").exists()
     assert int8["structure"]["ops"].get("quantize", 0) > 0  # activations quantized: W8A8, not weight-only
     assert any("int8" in dtype for dtype in int8["structure"]["weight_tensors"])
     assert "W8A8" in int8["quantization"]["scheme"]

@@ -66,6 +66,9 @@ class CoreMLTarget(ExportTarget):
             outputs=[ct.TensorType(name=job.output_name)],
             compute_precision=ct.precision.FLOAT32 if job.precision == "fp32" else ct.precision.FLOAT16)
         model.save(str(path))
+        # coremltools writes a debug map for ExecuTorch's Core ML delegate (0.2 - 0.4 MB) that no app reads and the
+        # package's manifest does not list
+        (path / "executorch_debug_handle_mapping.json").unlink(missing_ok=True)
         return record
 
     def load(self, path: Path) -> Runner:
