@@ -47,10 +47,10 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     try:
         write(tmp_name)
+        os.chmod(tmp_name, 0o666 & ~current_umask())  # after writing: a writer may replace the file (safetensors does)
         with open(tmp_name, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
