@@ -81,22 +81,31 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def read_safetensors(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read every tensor and the metadata of a safetensors file whose metadata "kind" is `kind` (a model, a
-    training state, a vocabulary); clear errors for a missing file, a non-safetensors file or another kind."""
+def _open_checked(path: Path, kind: str, read_tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{kind} file not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
+            tensors = {name: f.get_tensor(name) for name in f.keys()} if read_tensors else {}
     except SafetensorError as err:
         raise ValueError(f"{path} is not a {kind} file (not a safetensors file: {err})") from err
     found = metadata.get("kind")
     if found != kind:
         raise ValueError(f"{path} is not a {kind} file (kind={found!r})")
     return tensors, metadata
+
+
+def read_safetensors(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read every tensor and the metadata of a safetensors file whose metadata "kind" is `kind` (a model, a
+    training state, a vocabulary); clear errors for a missing file, a non-safetensors file or another kind."""
+    return _open_checked(path, kind, read_tensors=True)
+
+
+def read_header(path: Path, kind: str) -> dict[str, str]:
+    """The metadata of such a file alone (its header; no tensor is read), with the same checks."""
+    return _open_checked(path, kind, read_tensors=False)[1]
 
 
 def save_model(model: torch.nn.Module, path: Path, config: dict) -> None:
@@ -109,6 +118,11 @@ def load_model_state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Return ``(state_dict, config)`` from a file written by :func:`save_model`."""
     tensors, metadata = read_safetensors(path, MODEL_KIND)
     return tensors, json.loads(metadata["config"])
+
+
+def load_model_config(path: Path) -> dict:
+    """The config of a file written by :func:`save_model`, read from its header without the weights."""
+    return json.loads(read_header(path, MODEL_KIND)["config"])
 
 
 def _split(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -182,14 +196,7 @@ def check_model_match(model: torch.nn.Module, state: dict[str, torch.Tensor], pa
 
 def saved_step(path: Path) -> int:
     """The step a training-state file was saved at (read from its header; no tensors are loaded)."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except SafetensorError as err:
-        raise ValueError(f"{path} is not a training state file (not a safetensors file: {err})") from err
-    if metadata.get("kind") != TRAINING_STATE_KIND:
-        raise ValueError(f"{path} is not a training state file (kind={metadata.get('kind')!r})")
-    return int(metadata["step"])
+    return int(read_header(path, TRAINING_STATE_KIND)["step"])
 
 
 def load_training_state(

@@ -24,7 +24,7 @@ import torch
 from ..data.standard_layouts import open_segmentation_dataset
 from ..head import VocabularyHead
 from ..quantize import AccuracyControl
-from ..checkpoint import current_umask, load_model_state
+from ..checkpoint import current_umask, load_model_config
 from ..runs import model_file, write_json_atomic
 from ..vocab import LabelSet, save_vocabulary
 from .graph import Deployable, check_image_size, default_image_size, load_deployable
@@ -32,7 +32,7 @@ from .images import labelled_inputs, load_calibration, preprocess_record
 from .metadata import (FORMAT_VERSION, VOCABULARY_JSON, VOCABULARY_SAFETENSORS, EMBEDDINGS_TO_LABELS,
                        background_record, now_utc, toolkit_versions, vocab_hash, vocabulary_json)
 from .parity import ParityError, check_parity, measure_parity, output_labels
-from .target import CannotRun, ConversionJob, ExportTarget, get_target
+from .target import INPUT_NAME, CannotRun, ConversionJob, ExportTarget, get_target
 
 METADATA_FILE = "metadata.json"
 ACCURACY_CONTROL_TARGETS = ("onnx", "openvino")
@@ -102,10 +102,6 @@ def parity_data(request: ExportRequest, config: dict[str, Any]) -> Path:
                      "run's training data)")
 
 
-def _same_folder(a: Path, b: Path) -> bool:
-    return a.resolve() == b.resolve()
-
-
 def _structure_problems(structure: dict[str, Any], job: ConversionJob) -> list[str]:
     """What a saved model's structure gets wrong: its input shape, or (int8) no int8 weights or quantize ops."""
     problems = []
@@ -126,10 +122,10 @@ def export_artifact(request: ExportRequest, log=print) -> dict[str, Any]:
     """Export `request.run` for `request.target`; returns the artifact's metadata. Raises ValueError for bad options
     (before any work), ParityError (after keeping the artifact) when its labels disagree with PyTorch's."""
     target = request.validate()
-    config = load_model_state(model_file(request.run))[1]
+    config = load_model_config(model_file(request.run))  # the header: load_deployable reads the weights once
     data = parity_data(request, config)
     dataset = open_segmentation_dataset(data, request.label_set)  # its label set is the default vocabulary
-    if request.calib is not None and _same_folder(request.calib, data):
+    if request.calib is not None and request.calib.resolve() == Path(data).resolve():
         raise ValueError(f"--calib {request.calib} is the split parity and mIoU are reported on; calibrate on "
                          "training images")
     labels = LabelSet(dataset.classes, dataset.background_words, dataset.background_threshold)
@@ -225,7 +221,7 @@ def _metadata(request: ExportRequest, target: ExportTarget, deployable: Deployab
         "model": deployable.description,
         "labels": vocabulary.label_set, "label_set": request.label_set if request.vocab is None else str(request.vocab),
         "vocab_hash": vocab_hash(vocabulary),
-        "input": {"name": "images", "shape": [1, 3, size, size], "dtype": "float32"},
+        "input": {"name": INPUT_NAME, "shape": [1, 3, size, size], "dtype": "float32"},
         "preprocess": preprocess_record(),
         "output": _output_record(request, structure, size, vocabulary.embed_dim),
         "background": background_record(vocabulary),

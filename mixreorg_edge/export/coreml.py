@@ -14,7 +14,7 @@ import torch
 
 from ..quantize import FLOAT_HEAD, PT2E_QUANTIZER, pt2e_int8
 from .inspection import pt2e_float_layers
-from .target import CannotRun, ConversionJob, ExportTarget, Runner
+from .target import INPUT_NAME, CannotRun, ConversionJob, ExportTarget, Runner
 
 DEPLOYMENT_TARGET = "iOS17"
 
@@ -79,7 +79,7 @@ class CoreMLTarget(ExportTarget):
 
         model = ct.models.MLModel(str(path))
         names = [output.name for output in model.get_spec().description.output]
-        return lambda x: np.asarray(model.predict({"images": np.asarray(x, dtype=np.float32)})[names[0]])
+        return lambda x: np.asarray(model.predict({INPUT_NAME: np.asarray(x, dtype=np.float32)})[names[0]])
 
     def inspect(self, path: Path) -> dict[str, Any]:
         """Inputs, outputs (name, shape, dtype), op counts and the dtypes of the weight constants of the package."""

@@ -21,6 +21,7 @@ from .images import CalibrationSet
 OUTPUT_KINDS = ("labels", "scores", "embeddings")
 PRECISIONS = ("fp32", "fp16", "int8")
 TARGET_NAMES = ("executorch", "coreml", "onnx", "openvino", "tensorrt")
+INPUT_NAME = "images"  # every artifact's input; its output is named after its kind
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -46,7 +47,7 @@ class ConversionJob:
 
     @property
     def input_name(self) -> str:
-        return "images"
+        return INPUT_NAME
 
     @property
     def output_name(self) -> str:
