@@ -372,6 +372,10 @@ def segment_cmd(
     from .segment import segment_image
 
     result = segment_image(model, image, out, classes=classes, vocab=vocab)
+    if result["original_size"] != result["size"]:
+        (width, height), (small_width, small_height) = result["original_size"], result["size"]
+        console.print(f"[yellow]note:[/] {image.name} is {width}x{height} ({width * height / 1e6:.0f} MP): segmented "
+                      f"at {small_width}x{small_height} to bound memory (the overlay too)")
     shares = ", ".join(f"{name} {share:.0%}" for name, share in result["fractions"].items())
     console.print(f"{shares}\noverlay -> [bold]{result['out']}[/]")
 

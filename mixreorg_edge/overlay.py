@@ -51,11 +51,10 @@ def display_scale(image: Image.Image) -> int:
 def draw_overlay(image: Image.Image, labels: np.ndarray, names: list[str], alpha: float = 0.5) -> Image.Image:
     """`image` (enlarged if small) with the label map's class colours blended over every class but background, and a
     legend of the classes present (with their share of the pixels) in a panel to its right."""
-    colours = np.array(class_colours(names), dtype=np.float32)
-    painted = np.array([name != BACKGROUND for name in names])[labels]
-    base = np.asarray(image.convert("RGB"), dtype=np.float32)
-    blended = np.where(painted[..., None], (1 - alpha) * base + alpha * colours[labels], base)
-    result = Image.fromarray(blended.round().astype(np.uint8))
+    colours = np.array(class_colours(names), dtype=np.uint8)
+    painted = Image.fromarray(np.array([name != BACKGROUND for name in names])[labels])
+    base = image.convert("RGB")
+    result = Image.composite(Image.blend(base, Image.fromarray(colours[labels]), alpha), base, painted)  # 8-bit maths
     scale = display_scale(image)
     if scale > 1:
         result = result.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)

@@ -1,5 +1,6 @@
 """Reading the image `segment` is given."""
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,56 @@ def test_overlays_leave_background_unpainted_keep_each_class_colour_and_put_the_
     colours = class_colours(names)
     assert len(set(colours)) == len(names)  # one vocabulary: every class its own colour
     assert class_colours(["Sun "])[0] == class_colours(["sun"])[0]
+
+
+def test_read_image_shrinks_a_large_image_to_the_working_size_and_keeps_its_upright_size(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = ROTATE_90_CW_TO_SHOW
+    path = tmp_path / "phone.jpg"
+    Image.new("RGB", (400, 200), (200, 30, 30)).save(path, exif=exif)
+    image = read_image(path, max_pixels=5000)
+    assert image.width * image.height <= 5000 and image.height > image.width  # shrunk, then turned upright
+    assert image.info["original_size"] == (200, 400)
+    assert "original_size" not in read_image(path, max_pixels=80000).info  # small enough: left whole
+
+
+def test_segment_shrinks_a_12000_px_png_says_so_and_lets_no_pillow_warning_through(
+    tiny_teacher_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 12000x12000 PNG peaked at 9.3 GB (the overlay maths at full size) and printed Pillow's raw
+    DecompressionBombWarning."""
+    from typer.testing import CliRunner
+
+    from mixreorg_edge import segment
+    from mixreorg_edge.cli import app
+
+    path = tmp_path / "huge.png"
+    Image.new("1", (12000, 12000)).save(path)  # 144 MP, over Pillow's warning limit; a few kB on disk
+    monkeypatch.setattr(segment, "MAX_WORKING_PIXELS", 300 * 300)  # the test's working size: cheap to segment
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = CliRunner().invoke(app, ["segment", "--model", str(tiny_teacher_run), "--image", str(path),
+                                          "--classes", "synthetic-objects", "--out", str(tmp_path / "seg.png")])
+    assert result.exit_code == 0, result.output
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+    assert "DecompressionBomb" not in result.output
+    assert "huge.png is 12000x12000 (144 MP): segmented at 300x300" in " ".join(result.output.split())
+    with Image.open(tmp_path / "seg.png") as overlay:
+        assert overlay.height == 300  # the overlay is the working size, not 12000 px
+
+
+def test_segment_refuses_an_image_over_pillows_hard_limit_with_one_line(
+    tiny_teacher_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from mixreorg_edge.cli import app
+
+    path = tmp_path / "bomb.png"
+    Image.new("RGB", (64, 64)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4,096 pixels: over twice the limit
+    result = CliRunner().invoke(app, ["segment", "--model", str(tiny_teacher_run), "--image", str(path),
+                                      "--classes", "synthetic-objects", "--out", str(tmp_path / "seg.png")])
+    assert result.exit_code == 2
+    assert "more than 2,000 pixels, Pillow's limit against decompression bombs" in " ".join(result.output.split())
+    assert not (tmp_path / "seg.png").exists()
