@@ -321,7 +321,9 @@ app.add_typer(vocab_app, name="vocab")
 @_user_errors
 def vocab_build(
     teacher: Path = typer.Option(..., "--teacher", help="Teacher run directory."),
-    classes: str = typer.Option(..., "--classes", help='Built-in (voc, context, coco_object, ade20k, ...), a file, or "a,b,c".'),
+    classes: str = typer.Option(
+        ..., "--classes", help='Built-in (voc, context, coco_object, ade20k, ...), a file, "a,b,c", or one name ("sun": '
+        'against the background, sky, grass, water, sand, wall).'),
     templates: str = typer.Option("ensemble", "--templates", help="simple | ensemble"),
     background_bias: Optional[float] = typer.Option(
         None, "--background-bias",
@@ -363,7 +365,9 @@ def vocab_build(
 def segment_cmd(
     model: Path = typer.Option(..., "--model", help="Teacher or student run directory."),
     image: Path = typer.Option(..., "--image", help="JPEG/PNG image of any size."),
-    classes: Optional[str] = typer.Option(None, "--classes", help='Class names: "a,b,c", a file, or a built-in set.'),
+    classes: Optional[str] = typer.Option(
+        None, "--classes", help='Class names: "a,b,c", one name ("sun": against the background, sky, grass, water, '
+        'sand, wall), a file, or a built-in set.'),
     vocab: Optional[Path] = typer.Option(None, "--vocab", help="A vocabulary file from `vocab build`."),
     out: Path = typer.Option(..., "--out", help="Overlay PNG to write."),
 ) -> None:

@@ -57,7 +57,8 @@ def read_image(path: Path, max_pixels: int | None = None) -> Image.Image:
                     original = original[::-1]
     except Image.DecompressionBombError:
         raise ValueError(f"cannot read image {path}: it has more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, Pillow's "
-                         "limit against decompression bombs; shrink it first (e.g. to 8000 px on the long side)") from None
+                         "limit against decompression bombs; shrink it first (e.g. to 8000 px on the long side)"
+                         ) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"cannot read image {path}: {error}") from None
     if upright.size[0] * upright.size[1] < original[0] * original[1]:

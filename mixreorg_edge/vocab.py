@@ -12,6 +12,7 @@ teacher is never paired with a student distilled from another.
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass, field
 from functools import cache
@@ -294,12 +295,42 @@ def _read_class_file(path: Path) -> LabelSet:
     return LabelSet(data)
 
 
-def parse_classes(spec: str) -> LabelSet:
-    """A label set from a built-in name ("voc"), a .json / .txt class file, or a comma-separated list ("a,b,c").
+def _near_builtin(spec: str) -> str | None:
+    """The built-in label set a bare word is likely a mistyping of ("vocc", "coco", "ade", "voc2012"), else None."""
+    word = spec.lower()
+    close = difflib.get_close_matches(word, BUILTIN_LABEL_SETS, n=1, cutoff=0.75)
+    if close:
+        return close[0]
+    return next((name for name in BUILTIN_LABEL_SETS if (len(word) >= 3 and name.startswith(word))
+                 or (word.startswith(name) and not word.isalpha())), None)
 
-    A bare word that is neither a built-in nor a file is refused (a one-class vocabulary labels every pixel alike,
-    so it is far more likely a mistyped built-in name).
-    """
+
+def single_class(name: str) -> LabelSet:
+    """One class against the background, described by the default background words (the synthetic world's stuff:
+    sky, grass, water, sand, wall): with one class, only background words can tell it from the rest of the image
+    (GroupViT's threshold never fires, the one class taking the whole softmax)."""
+    return LabelSet([BACKGROUND, name], builtin_label_set("synthetic-objects").background_words)
+
+
+def _check_one_class(labels: LabelSet, spec: str) -> LabelSet:
+    """A label set with one foreground class: against the default background words when it has no background;
+    refused when its background has only a threshold (it would never win)."""
+    foreground = [name for name in labels.classes if name != BACKGROUND]
+    if len(foreground) != 1 or labels.background_words:
+        return labels
+    if BACKGROUND in labels.classes:
+        raise ValueError(f"{spec}: with one class ({foreground[0]!r}) a background_threshold never fires (the class "
+                         'takes the whole softmax); give background words, e.g. {"classes": ["background", '
+                         f'"{foreground[0]}"], "background_words": ["sky", "grass", "wall"]}}')
+    return single_class(foreground[0])
+
+
+def parse_classes(spec: str) -> LabelSet:
+    """A label set from a built-in name ("voc"), a .json / .txt class file, a comma-separated list ("a,b,c"), or one
+    class name ("sun"), which is segmented against the background (see `single_class`; so is a file or list of one
+    class without background words).
+
+    A bare word close to a built-in name ("vocc") is refused as a likely typo; a file of one class names it."""
     spec = spec.strip()
     if not spec:
         raise ValueError("the class list is empty")
@@ -307,14 +338,18 @@ def parse_classes(spec: str) -> LabelSet:
         return builtin_label_set(spec)
     path = Path(spec)
     if path.suffix.lower() in CLASS_FILE_SUFFIXES:
-        return _read_class_file(path)
+        return _check_one_class(_read_class_file(path), spec)
     if "," in spec:
-        return LabelSet(spec.split(","))
+        return _check_one_class(LabelSet(spec.split(",")), spec)
     if path.exists() or "/" in spec or "\\" in spec:
         if not path.exists():
             raise FileNotFoundError(f"class list file not found: {path}")
         raise ValueError(f"{path}: unsupported class list file (use {' or '.join(CLASS_FILE_SUFFIXES)})")
-    raise ValueError(
-        f"unknown label set {spec!r}; use a built-in ({', '.join(BUILTIN_LABEL_SETS)}), "
-        f"a {' or '.join(CLASS_FILE_SUFFIXES)} file, or a comma-separated list of class names"
-    )
+    near = _near_builtin(spec)
+    if near is not None:
+        raise ValueError(
+            f"unknown label set {spec!r} (did you mean {near}?); use a built-in ({', '.join(BUILTIN_LABEL_SETS)}), "
+            f"a {' or '.join(CLASS_FILE_SUFFIXES)} file, a comma-separated list of class names, or a .txt file to "
+            f"segment one class named {spec!r}"
+        )
+    return single_class(spec)

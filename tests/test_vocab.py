@@ -221,3 +221,49 @@ def test_prompt_ensemble_is_normalised_mean_of_normalised_prompts(teacher: MixRe
             assert torch.allclose(vocabulary.embeddings[row], expected, atol=1e-5)
     simple = build_vocabulary(teacher, ["cat", "dog"], templates="simple")
     assert not torch.allclose(simple.embeddings[0], vocabulary.embeddings[0])
+
+
+# --- one class -------------------------------------------------------------------------------------------------
+
+
+def test_one_class_stands_against_the_background_words(tmp_path: Path) -> None:
+    """`--classes sun` was refused as an unknown label set; with background words one class is meaningful."""
+    sun = LabelSet(["background", "sun"], list(STUFF))
+    assert parse_classes("sun") == parse_classes(" sun ") == sun
+    (tmp_path / "one.txt").write_text("sun\n")
+    (tmp_path / "one.json").write_text('["sun"]')
+    assert parse_classes(str(tmp_path / "one.txt")) == parse_classes(str(tmp_path / "one.json")) == sun
+    (tmp_path / "own.json").write_text('{"classes": ["background", "sun"], "background_words": ["sky"]}')
+    assert parse_classes(str(tmp_path / "own.json")) == LabelSet(["background", "sun"], ["sky"])  # kept as given
+    (tmp_path / "threshold.json").write_text('{"classes": ["background", "sun"], "background_threshold": 0.9}')
+    with pytest.raises(ValueError, match="a background_threshold never fires"):
+        parse_classes(str(tmp_path / "threshold.json"))
+
+
+@pytest.mark.parametrize(("spec", "near"), [("vocc", "voc"), ("coco", "coco_object"), ("ade", "ade20k"),
+                                            ("voc2012", "voc"), ("contxt", "context")])
+def test_a_bare_word_near_a_built_in_name_is_still_a_typo(spec: str, near: str) -> None:
+    with pytest.raises(ValueError, match=rf"unknown label set '{spec}' \(did you mean {near}\?\)"):
+        parse_classes(spec)
+
+
+def test_segment_and_vocab_build_take_one_class(tiny_teacher_run: Path, tmp_path: Path) -> None:
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from mixreorg_edge.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["vocab", "build", "--teacher", str(tiny_teacher_run), "--classes", "sun",
+                                 "--out", str(tmp_path / "sun.safetensors")])
+    assert result.exit_code == 0, result.output
+    assert load_vocabulary(tmp_path / "sun.safetensors").label_set == ["background", "sun"]
+    image = tmp_path / "img.png"
+    Image.new("RGB", (40, 30), (200, 180, 40)).save(image)
+    result = runner.invoke(app, ["segment", "--model", str(tiny_teacher_run), "--image", str(image), "--classes", "sun",
+                                 "--out", str(tmp_path / "seg.png")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "seg.png").is_file()
+    result = runner.invoke(app, ["segment", "--model", str(tiny_teacher_run), "--image", str(image), "--classes", " ",
+                                 "--out", str(tmp_path / "seg.png")])
+    assert result.exit_code == 2 and "the class list is empty" in result.output
