@@ -160,6 +160,16 @@ def train_teacher_cmd(
     _warn_truncated(result.metrics["truncated_shards"])
 
 
+def _warn_unseen(model: Path, classes: list[str], background_words: list[str]) -> None:
+    """One yellow line naming the class names (and background words) whose words never occurred in the training
+    captions of the model's teacher."""
+    from .known_words import unseen_warning
+
+    line = unseen_warning(model, [*classes, *background_words])
+    if line:
+        console.print(f"[yellow]warning:[/] {line}")
+
+
 def _warn_truncated(shards: int) -> None:
     if shards:
         console.print(f"[yellow]warning:[/] {shards} shard(s) end early (cut downloads?); their complete samples "
@@ -206,6 +216,7 @@ def eval_cmd(
                           short_side=short_side, window=window, stride=stride, background_bias=background_bias,
                           calibration=calibration, refine_iterations=refine_iterations)
     _print_scores(scores)
+    _warn_unseen(model, list(scores["per_class_iou"]), scores["background_words"])
     if scores["background_words"]:
         source = scores["calibration"]
         how = ("given" if source.get("override") else f"calibrated on {source['tune_data']}") if source else (
@@ -358,6 +369,7 @@ def vocab_build(
         f"{vocabulary.background_bias:g}), dimension {vocabulary.embed_dim}, teacher {vocabulary.teacher} -> [bold]{out}[/] "
         f"(and {twin.name} for apps)"
     )
+    _warn_unseen(teacher, vocabulary.label_set, vocabulary.background_words)
 
 
 @app.command("segment")
@@ -382,6 +394,7 @@ def segment_cmd(
                       f"at {small_width}x{small_height} to bound memory (the overlay too)")
     shares = ", ".join(f"{name} {share:.0%}" for name, share in result["fractions"].items())
     console.print(f"{shares}\noverlay -> [bold]{result['out']}[/]")
+    _warn_unseen(model, result["classes"], result["background_words"])
 
 
 def _export(request, title: str) -> dict:

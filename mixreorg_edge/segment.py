@@ -100,5 +100,7 @@ def segment_image(
         "out": str(out),
         "size": [image.width, image.height],
         "original_size": list(image.info.get("original_size", image.size)),
+        "classes": vocabulary.label_set,
+        "background_words": vocabulary.background_words,
         "fractions": {name: round(float(f), 4) for name, f in zip(vocabulary.label_set, counts) if f > 0},
     }

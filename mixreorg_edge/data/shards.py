@@ -14,6 +14,7 @@ import io
 import re
 import tarfile
 import threading
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
@@ -136,6 +137,24 @@ class ImageTextShards:
             f.seek(caption_offset)
             caption = f.read(caption_size)
         return image, caption.decode("utf-8", errors="replace").strip()
+
+    def captions(self, indices: Iterable[int]) -> Iterator[str]:
+        """The stripped captions of samples `indices`, in that order, reading the caption members only (each shard
+        is opened once per run of consecutive indices in it: give them sorted)."""
+        handle, open_shard = None, -1
+        try:
+            for index in indices:
+                shard = int(self._shard[index])
+                if shard != open_shard:
+                    if handle is not None:
+                        handle.close()
+                    handle, open_shard = open(self.shards[shard], "rb"), shard
+                _, _, offset, size = (int(v) for v in self._offsets[index])
+                handle.seek(offset)
+                yield handle.read(size).decode("utf-8", errors="replace").strip()
+        finally:
+            if handle is not None:
+                handle.close()
 
 
 def decode_image(data: bytes, size: int) -> torch.Tensor:

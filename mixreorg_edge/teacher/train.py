@@ -12,6 +12,7 @@ from ..data.keywords import caption_words, keyword_batch
 from ..data.shards import CaptionBatches, ImageTextShards
 from ..data.transforms import normalize_uint8
 from ..checkpoint import load_model_state
+from ..known_words import VOCABULARY_FILE, record_caption_vocabulary
 from ..runs import model_file
 from ..training import TrainConfig, TrainResult, default_device, prepare_run, run_training
 from .config import TeacherConfig
@@ -36,7 +37,8 @@ def train_teacher(
 
     Training reads images and captions only: the masks of a labelled split are never opened. `init_from` starts
     from another teacher run's weights, architecture and keywords (its `teacher_cfg` is then ignored), with a fresh
-    optimizer and schedule; the parent's config is recorded under `init_from`."""
+    optimizer and schedule; the parent's config is recorded under `init_from`. The words of the training captions
+    (and the parent's) are recorded in RUN/caption_vocabulary.json (see known_words.py)."""
     if init_from is not None and init_image is not None:
         raise ValueError("give --init-from or --init-image, not both")
     device = device or default_device()
@@ -58,6 +60,9 @@ def train_teacher(
     torch.manual_seed(train_cfg.seed)
     model = None if resume else MixReorgTeacher(teacher_cfg)  # a bad architecture fails before the run directory exists
     config = prepare_run(out, run_config, train_cfg, resume)
+    if not (Path(out) / VOCABULARY_FILE).is_file():  # a resumed run keeps its record
+        parent = config.get("init_from", {}).get("run")
+        record_caption_vocabulary(out, shards, Path(parent) if parent else None)
     teacher_cfg, train_cfg = TeacherConfig.from_dict(config["teacher"]), TrainConfig.from_dict(config["train"])
     if model is None:  # a resumed run's architecture is its saved one
         torch.manual_seed(train_cfg.seed)
