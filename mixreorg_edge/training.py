@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .checkpoint import load_training_state, save_model, save_training_state, saved_step
 from .configs import config_from_dict
+from .progress import PhaseProgress
 from .runs import CONFIG_FILE, METRICS_FILE, MODEL_FILE, STATE_FILE, write_json_atomic, write_text_atomic
 
 
@@ -229,9 +229,9 @@ def run_training(
     last_loss = float("nan")
     if resume:  # rows logged after the checkpoint (an interrupted run) are logged again by the resumed steps
         _drop_metrics_after(out / METRICS_FILE, step)
-    with _stop_on_signals() as signals, _progress_bar(show_progress) as progress, \
+    with _stop_on_signals() as signals, PhaseProgress(description, 1.0, show_progress) as progress, \
             (out / METRICS_FILE).open("a" if resume else "w") as log:
-        task = progress.add_task(description, total=1.0, status="")
+        progress.update(budget.progress(step, elapsed))
         window_start, window_steps = time.perf_counter(), 0
         while not budget.done(step, elapsed) and (stop_after is None or step < stop_after):
             tick = time.perf_counter()
@@ -262,7 +262,7 @@ def run_training(
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 status = f"step {step} loss {last_loss:.3f} {rate:.0f} img/s"
-                progress.update(task, completed=budget.progress(step, elapsed), status=status)
+                progress.update(budget.progress(step, elapsed), status=status)
             if step % train_cfg.save_every == 0 or signals:
                 save_checkpoint(out, model, optimizer, step, elapsed, config, data_state)
             if signals:
@@ -308,14 +308,3 @@ def _logged_step(line: str) -> float:
         return json.loads(line)["step"] if line.endswith("\n") else math.inf
     except (ValueError, KeyError, TypeError):
         return math.inf
-
-
-def _progress_bar(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"),
-        disable=not enabled,
-    )

@@ -12,12 +12,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from rich.progress import Progress
 
 from .data.segfolder import SegmentationDataset
 from .data.transforms import normalize_uint8
 from .head import VocabularyHead
 from .metrics import SegmentationMetric
+from .progress import track
 from .refinement import MaskRefinement, refine_logits
 from .vocab import Vocabulary, build_vocabulary
 
@@ -179,18 +179,17 @@ def evaluate_settings(
     head = VocabularyHead(vocabulary).to(device)
     settings = [(float(bias), bool(refined)) for bias, refined in settings]
     metrics = {setting: SegmentationMetric(len(dataset.classes)) for setting in settings}
-    with Progress(disable=not show_progress, transient=True) as progress:
-        for index in progress.track(range(len(dataset)), description=f"{description} {dataset.label_set}"):
-            image, mask, _ = dataset[index]
-            pixels = resized_input(image, protocol, device)
-            raw = sliding_window_logits(model, head, pixels, protocol.window, protocol.stride)
-            size = (image.height, image.width)
-            logits = {refined: F.interpolate(
-                refine_logits(pixels, raw, protocol.refinement) if refined else raw,
-                size=size, mode="bilinear", align_corners=False).cpu() for refined in {r for _, r in settings}}
-            target = torch.from_numpy(mask.astype(np.int64))
-            for (bias, refined), metric in metrics.items():
-                metric.update(head.labels(head.shift_background(logits[refined], bias))[0], target)
+    for index in track(range(len(dataset)), f"{description} {dataset.label_set}", enabled=show_progress):
+        image, mask, _ = dataset[index]
+        pixels = resized_input(image, protocol, device)
+        raw = sliding_window_logits(model, head, pixels, protocol.window, protocol.stride)
+        size = (image.height, image.width)
+        logits = {refined: F.interpolate(
+            refine_logits(pixels, raw, protocol.refinement) if refined else raw,
+            size=size, mode="bilinear", align_corners=False).cpu() for refined in {r for _, r in settings}}
+        target = torch.from_numpy(mask.astype(np.int64))
+        for (bias, refined), metric in metrics.items():
+            metric.update(head.labels(head.shift_background(logits[refined], bias))[0], target)
     return {(bias, refined): _scores(metric, dataset, protocol, refined, templates, bias)
             for (bias, refined), metric in metrics.items()}
 

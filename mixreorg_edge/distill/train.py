@@ -126,7 +126,8 @@ def distill(
 
     words = distillation_vocabulary(shards, distill_cfg)  # before the targets: a bad vocabulary fails in seconds
     cache_dir = writable_cache_dir(cache_dir or model_file(teacher_run).parent / "cache")
-    targets = teacher_targets(teacher, shards, distill_cfg.images, image_size, distill_cfg.augment, cache_dir)
+    targets = teacher_targets(teacher, shards, distill_cfg.images, image_size, distill_cfg.augment, cache_dir,
+                              show_progress)
     vocabulary = embed_class_names(teacher, words, get_templates("simple")).to(device)
     scale = float(teacher.scale().detach())
     del teacher

@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
+from ...progress import PhaseProgress
 from .icons import DEFAULT_THING_COLOURS, THINGS, check_thing_colours
 from .scene import IGNORE_INDEX, LABEL_SETS, MIN_SIZE, Scene, make_caption, render_scene
 from .textures import STUFF
@@ -142,11 +144,12 @@ def _write_json(path: Path, obj: object) -> None:
 
 def write_synthetic_world(
     out: Path, train: int, val: int, size: int = 64, seed: int = 0, shard_size: int = 1000, workers: int | None = None,
-    thing_colours: str = DEFAULT_THING_COLOURS, overwrite: bool = False,
+    thing_colours: str = DEFAULT_THING_COLOURS, overwrite: bool = False, show_progress: bool = True,
 ) -> dict:
     """Write train WebDataset shards (jpg+txt only) and a val split with masks; return a summary. `thing_colours`:
     "by-class" (the default world) or "free" (see `icons.thing_palette`). A non-empty `out` must hold a world of the
-    same settings unless `overwrite` (its shards and validation images are replaced)."""
+    same settings unless `overwrite` (its shards and validation images are replaced). `show_progress`: a bar of the
+    images written."""
     workers = min(2, os.cpu_count() or 1) if workers is None else workers
     _validate(train, val, size, seed, shard_size, workers, thing_colours)
     out = Path(out)
@@ -156,11 +159,15 @@ def write_synthetic_world(
     t0 = time.perf_counter()
     _prepare_dirs(out)
     tasks = _tasks(out, train, val, size, seed, shard_size, thing_colours)
-    if workers > 1 and len(tasks) > 1:
-        with multiprocessing.Pool(min(workers, len(tasks))) as pool:
-            results = pool.map(_run_task, tasks, chunksize=1)
-    else:
-        results = [_run_task(t) for t in tasks]
+    description = f"synthetic world: {train} training + {val} validation images"
+    processes = min(workers, len(tasks))
+    with PhaseProgress(description, train + val, show_progress) as progress, \
+            (multiprocessing.Pool(processes) if processes > 1 else nullcontext()) as pool:
+        done = pool.imap(_run_task, tasks) if pool is not None else map(_run_task, tasks)
+        results = []
+        for task, result in zip(tasks, done):
+            results.append(result)
+            progress.advance(task.stop - task.start)
     with (out / "val" / "captions.jsonl").open("w", encoding="utf-8") as f:
         for key, caption in (kc for r in results for kc in r):
             f.write(json.dumps({"key": key, "caption": caption}) + "\n")
