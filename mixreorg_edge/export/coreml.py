@@ -71,7 +71,7 @@ class CoreMLTarget(ExportTarget):
         (path / "executorch_debug_handle_mapping.json").unlink(missing_ok=True)
         return record
 
-    def load(self, path: Path) -> Runner:
+    def load(self, path: Path, threads: int | None = None) -> Runner:
         reason = self.cannot_run()
         if reason:
             raise CannotRun(reason)

@@ -41,9 +41,12 @@ class ExecuTorchTarget(ExportTarget):
         path.write_bytes(lowered.to_executorch().buffer)
         return record
 
-    def load(self, path: Path) -> Runner:
+    def load(self, path: Path, threads: int | None = None) -> Runner:
+        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
         from executorch.runtime import Runtime
 
+        if threads is not None:
+            _unsafe_reset_threadpool(threads)  # XNNPACK's thread pool
         method = Runtime.get().load_program(str(path)).load_method("forward")
         return lambda x: method.execute([torch.from_numpy(np.ascontiguousarray(x))])[0].numpy()
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ from torch import nn
 
 from ..calibration import with_run_calibration
 from ..distill.student import EmbeddingModel, SegmentationModel
-from ..runs import load_model, load_run_vocabulary, load_text_model
+from ..runs import load_model, model_file, load_run_vocabulary, load_text_model
 from ..vocab import LabelSet, Vocabulary, build_vocabulary
 
 SIZE_MULTIPLE = 32  # the students' coarsest stride
@@ -30,6 +32,18 @@ class DenseGraph(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.network(images)
+
+
+class Float16Compute(nn.Module):
+    """`graph` computing in float16 behind a float32 input and (floating) output, so an app feeds the same array."""
+
+    def __init__(self, graph: nn.Module) -> None:
+        super().__init__()
+        self.half_graph = copy.deepcopy(graph).half()  # not `graph`: GraphModule's own attribute when re-traced
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.half_graph(images.half())
+        return out.float() if out.is_floating_point() else out
 
 
 @dataclass
@@ -53,7 +67,13 @@ class Deployable:
     def description(self) -> dict[str, Any]:
         kind = self.config["kind"]
         name = self.config["student"]["student"] if kind == "student" else self.config["teacher"]["preset"]
-        return {"kind": kind, "name": name, "run": str(self.run), "embed_dim": self.vocabulary.embed_dim}
+        return {"kind": kind, "name": name, "run": str(self.run), "embed_dim": self.vocabulary.embed_dim,
+                "weights_sha256": weights_digest(self.run)}
+
+
+def weights_digest(run: Path) -> str:
+    """SHA-256 of a run's weights file: what an artifact was exported from (a benchmark re-exports when it changes)."""
+    return hashlib.sha256(model_file(run).read_bytes()).hexdigest()
 
 
 def default_image_size(config: dict[str, Any]) -> int:

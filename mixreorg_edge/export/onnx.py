@@ -3,31 +3,17 @@ what ONNX Runtime runs in int8 and what TensorRT takes for explicit int8). Run h
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from ..quantize import FLOAT_HEAD, onnx_int8
-from .inspection import onnx_float_layers
 from .target import ConversionJob, ExportTarget, Runner
 
+if TYPE_CHECKING:
+    from torch import nn
+
 OPSET = 18
-
-
-class Float16Compute(nn.Module):
-    """`graph` computing in float16 behind a float32 input and (floating) output, so an app feeds the same array."""
-
-    def __init__(self, graph: nn.Module) -> None:
-        super().__init__()
-        self.half_graph = copy.deepcopy(graph).half()  # not `graph`: GraphModule's own attribute when re-traced
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        out = self.half_graph(images.half())
-        return out.float() if out.is_floating_point() else out
 
 
 def head_nodes(model: Any) -> list[str]:
@@ -52,6 +38,7 @@ def strip_debug_info(model: Any) -> Any:
 def torch_to_onnx(graph: nn.Module, job: ConversionJob) -> Any:
     """`graph` as an `onnx.ModelProto` with fixed shapes and the job's input and output names."""
     import onnx
+    import torch
 
     program = torch.onnx.export(graph.eval(), (job.example,), dynamo=True, opset_version=OPSET, verbose=False,
                                 input_names=[job.input_name], output_names=[job.output_name])
@@ -70,6 +57,10 @@ class OnnxTarget(ExportTarget):
     def convert(self, job: ConversionJob, path: Path) -> dict[str, Any]:
         import onnx
 
+        from ..quantize import FLOAT_HEAD, onnx_int8
+        from .graph import Float16Compute
+        from .inspection import onnx_float_layers
+
         graph = Float16Compute(job.graph) if job.precision == "fp16" else job.graph
         model, record = torch_to_onnx(graph, job), {}
         if job.precision == "int8":
@@ -82,10 +73,15 @@ class OnnxTarget(ExportTarget):
         onnx.save(strip_debug_info(model), str(path))
         return record
 
-    def load(self, path: Path) -> Runner:
+    def load(self, path: Path, threads: int | None = None) -> Runner:
         import onnxruntime
 
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = onnxruntime.SessionOptions()
+        # idle pool threads sleep instead of spinning: spinning threads steal the cores of whatever runs next
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads is not None:
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from ..quantize import FLOAT_HEAD, openvino_int8
 from .onnx import head_nodes, torch_to_onnx
 from .target import ConversionJob, ExportTarget, Runner
 
@@ -25,6 +24,8 @@ class OpenVinoTarget(ExportTarget):
         import onnx
         import openvino
 
+        from ..quantize import FLOAT_HEAD, openvino_int8
+
         onnx_model = torch_to_onnx(job.graph, job)
         with tempfile.TemporaryDirectory() as folder:  # convert_model reads ONNX from a file
             onnx.save(onnx_model, f"{folder}/model.onnx")
@@ -38,11 +39,12 @@ class OpenVinoTarget(ExportTarget):
         openvino.save_model(model, str(path), compress_to_fp16=False)
         return record
 
-    def load(self, path: Path) -> Runner:
+    def load(self, path: Path, threads: int | None = None) -> Runner:
         import openvino
 
         # f32: the graph as exported (the CPU plugin otherwise runs float parts in bf16 where the processor has it)
-        compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        config = {"INFERENCE_PRECISION_HINT": "f32", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
+        compiled = openvino.Core().compile_model(str(path), "CPU", config)
         return lambda x: compiled(np.ascontiguousarray(x, dtype=np.float32))[0]
 
     def inspect(self, path: Path) -> dict[str, Any]:

@@ -9,14 +9,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
-from torch import nn
 
-from ..quantize import AccuracyControl
-from .images import CalibrationSet
+if TYPE_CHECKING:  # the runtime side (`load`) imports without torch: a benchmark child measures the runtime alone
+    import torch
+    from torch import nn
+
+    from ..quantize import AccuracyControl
+    from .images import CalibrationSet
 
 OUTPUT_KINDS = ("labels", "scores", "embeddings")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -82,8 +84,9 @@ class ExportTarget(ABC):
         """Write the model file at `path`; return the quantization record (engine, quantizer, float-kept layers)."""
 
     @abstractmethod
-    def load(self, path: Path) -> Runner:
-        """The artifact at `path` as a function of one float32 input array (raises CannotRun where it cannot run)."""
+    def load(self, path: Path, threads: int | None = None) -> Runner:
+        """The artifact at `path` as a function of one float32 input array, on `threads` CPU threads where the
+        runtime takes a number (default: the runtime's own); raises CannotRun where it cannot run."""
 
     def inspect(self, path: Path) -> dict[str, Any]:
         """A structural description of the saved model (inputs, outputs, op counts, weight dtypes)."""

@@ -73,7 +73,7 @@ class TensorRTTarget(ExportTarget):
         return {"engine": "nncf", "method": "nncf.quantize", "quantizer": "NNCF ONNX Q/DQ -> TensorRT explicit int8",
                 "scheme": "W8A8", "float_kept": list(FLOAT_HEAD) if float_head else []}
 
-    def load(self, path: Path) -> Runner:
+    def load(self, path: Path, threads: int | None = None) -> Runner:
         reason = self.missing()
         if reason:
             raise CannotRun(reason)
