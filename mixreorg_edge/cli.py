@@ -501,6 +501,84 @@ def targets_cmd() -> None:
     console.print(table)
 
 
+@app.command("benchmark")
+@_user_errors
+def benchmark_cmd(
+    model: Optional[list[Path]] = typer.Option(
+        None, "--model", help="Run directory (student or teacher); repeat for several. Its teacher and the paper-size "
+                              "vit-s teacher (at 224 px and more) are added as PyTorch eager references."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Labelled validation folder: mIoU through each runtime, "
+                                                             "and the exports' parity check."),
+    targets: str = typer.Option("all", "--targets", help="all, or a comma-separated list of: executorch, coreml, onnx, "
+                                                         "openvino, tensorrt."),
+    precisions: str = typer.Option("fp32,int8", "--precisions", help="Comma-separated: fp32, fp16, int8 (each target "
+                                                                     "gets those it takes)."),
+    imgsz: Optional[list[int]] = typer.Option(
+        None, "--imgsz", help="Input size in pixels; repeat for several (default: the model's evaluation size, where "
+                              "mIoU is measured; other sizes are latency only)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads of every runtime (default: torch's)."),
+    warmup: int = typer.Option(5, "--warmup", help="Untimed calls per format before timing."),
+    runs: int = typer.Option(30, "--runs", help="Timed rounds; each round calls every format once."),
+    min_miou: Optional[float] = typer.Option(None, "--min-miou", help="Exit 1 if a passed format's mIoU is below this."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="int8 calibration images (default: the run's training "
+                                                               "data)."),
+    artifacts: Optional[Path] = typer.Option(None, "--artifacts", help="Where exports are kept and reused while up to "
+                                                                       "date (default: RUN/artifacts)."),
+    parity_images: int = typer.Option(100, "--parity-images", help="Images of --data each export's parity check uses."),
+    output: str = typer.Option("labels", "--output", help="labels | scores (scores adds the cosine to PyTorch's)."),
+    label_set: str = typer.Option("objects", "--label-set", help="Label set of --data."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON (meta + rows)."),
+    markdown_out: Optional[Path] = typer.Option(None, "--markdown", help="Write the report as a Markdown table."),
+    plot_out: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of mIoU against latency."),
+    import_file: Optional[Path] = typer.Option(
+        None, "--import", help="Report timings measured elsewhere (JSON: host + rows of artifact and latencies_ms) "
+                               "instead of measuring here."),
+) -> None:
+    """Every exported format of a run on this host: status, size, load time, peak memory (each format in a process
+    of its own), latency timed round-robin across formats, and mIoU through each runtime."""
+    for path, option in ((json_out, "--json"), (markdown_out, "--markdown"), (plot_out, "--plot")):
+        if path is not None:
+            check_output_file(path, option)
+    from .bench import summary
+    from .export.target import PRECISIONS, TARGET_NAMES
+    from .bench.suite import BenchmarkRequest, below_min_miou, imported_report, parse_list, run_benchmark
+
+    if import_file is not None:
+        if model or data:
+            raise ValueError("--import reports timings measured elsewhere; it takes no --model or --data")
+        report = imported_report(import_file)
+    else:
+        if not model or data is None:
+            raise ValueError("give --model RUN and --data VALDIR (or --import FILE)")
+        request = BenchmarkRequest(
+            models=list(model), data=data, targets=parse_list(targets, TARGET_NAMES, "--targets"),
+            precisions=parse_list(precisions, PRECISIONS, "--precisions"), sizes=list(imgsz) if imgsz else None,
+            threads=threads, warmup=warmup, runs=runs, calib=calib, artifacts=artifacts,
+            parity_images=parity_images, output=output, label_set=label_set)
+        report = run_benchmark(request, console)
+    summary.print_report(report, console)
+    written = []
+    if json_out is not None:
+        from .runs import write_json_atomic
+
+        write_json_atomic(json_out, report)
+        written.append(json_out)
+    if markdown_out is not None:
+        from .runs import write_text_atomic
+
+        write_text_atomic(markdown_out, summary.markdown(report))
+        written.append(markdown_out)
+    if plot_out is not None:
+        written.append(summary.plot(report, plot_out))
+    for path in written:
+        console.print(f"wrote [bold]{path}[/]")
+    if min_miou is not None:
+        failing = below_min_miou(report["rows"], min_miou)
+        if failing:
+            err_console.print(f"[bold red]below --min-miou {min_miou}:[/] " + "; ".join(failing))
+            raise typer.Exit(code=1)
+
+
 @app.command("quickstart")
 @_user_errors
 def quickstart_cmd(

@@ -29,17 +29,22 @@ class BackboneOnly(nn.Module):
         return self.backbone(images)[-1]
 
 
+def random_vocabulary(embed_dim: int) -> Vocabulary:
+    """The synthetic-objects label set with random embeddings of `embed_dim`: a vocabulary head of the usual size,
+    for timing (the vocabulary's values do not change the cost)."""
+    labels = builtin_label_set("synthetic-objects")
+    entries = len(labels.classes) - 1 + len(labels.background_words)
+    return Vocabulary(labels.classes, labels.background_words,
+                      F.normalize(torch.randn(entries, embed_dim), dim=-1), logit_scale=50.0)
+
+
 def timing_graphs(model: nn.Module, size: int) -> tuple[dict[str, float], dict[str, nn.Module]]:
     """Params and GFLOPs at `size` x `size` of `model` behind a synthetic-objects vocabulary head (random embeddings
     of the model's dimension: the vocabulary's values do not change the cost), and its graphs to time, each
     inference-prepared (BatchNorm folded, re-parameterised, channels-last; see export.prepare) and checked against
     the original graph; parameters and GFLOPs are the original graph's."""
-    labels = builtin_label_set("synthetic-objects")
-    entries = len(labels.classes) - 1 + len(labels.background_words)
-    vocabulary = Vocabulary(labels.classes, labels.background_words,
-                            F.normalize(torch.randn(entries, model.embed_dim), dim=-1), logit_scale=50.0)
     example = torch.randn(1, 3, size, size)
-    deployed = SegmentationModel(model, vocabulary, output="labels").eval()
+    deployed = SegmentationModel(model, random_vocabulary(model.embed_dim), output="labels").eval()
     cost = {"params_m": round(count_parameters(model) / 1e6, 3),
             f"gflops_{size}": round(count_gflops(deployed, example), 2)}
     graphs: dict[str, nn.Module] = {"deployed": deployed, "network": EmbeddingModel(model)}

@@ -35,17 +35,20 @@ def measure_latencies(
             start = time.perf_counter()
             fn()
             times[name].append((time.perf_counter() - start) * 1000.0)
-    return {name: _summary(sorted(values), warmup) for name, values in times.items()}
+    return {name: {**summarize_times(values), "warmup": warmup} for name, values in times.items()}
 
 
-def _summary(times: list[float], warmup: int) -> dict[str, float]:
+def summarize_times(times: list[float]) -> dict[str, float]:
+    """Milliseconds of repeated calls: median, p90 (nearest rank), min, mean, standard deviation, runs, and the torch
+    threads of this process."""
+    times = sorted(times)
     return {
         "median_ms": round(statistics.median(times), 3),
         "p90_ms": round(times[min(len(times) - 1, int(0.9 * len(times)))], 3),
         "min_ms": round(times[0], 3),
         "mean_ms": round(statistics.fmean(times), 3),
+        "std_ms": round(statistics.pstdev(times), 3),
         "runs": len(times),
-        "warmup": warmup,
         "threads": torch.get_num_threads(),
     }
 
