@@ -591,7 +591,7 @@ def quickstart_cmd(
     ),
 ) -> None:
     """Synthetic data -> toy teacher -> zero-shot evaluation -> MobileViT-XXS student -> NNCF int8 -> export to every
-    runtime this host has, with a summary.json of every artifact and figure."""
+    runtime this host can run -> benchmark table, with a summary.json of every artifact, report and figure."""
     check_output_folder(out, "--out")
     from .pipeline import quickstart
 
@@ -601,23 +601,23 @@ def quickstart_cmd(
     table.add_column("item")
     table.add_column("value")
     for key, value in summary.items():
+        if key == "stage_seconds":
+            value = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in value.items())
         if key != "exports":
             table.add_row(key, f"{value:.2f}" if isinstance(value, float) else str(value))
     console.print(table)
-    exports = Table(title="exported student")
-    for column in ("target", "precision", "status", "mIoU", "path"):
-        exports.add_column(column)
-    for row in summary["exports"]:
-        miou = "-" if row.get("miou") is None else f"{row['miou']:.2f}"
-        exports.add_row(row["target"], row["precision"], row["status"], miou, str(row["path"] or "-"))
-    console.print(exports)
     student, teacher = summary["student_run"], summary["teacher_run"]
     onnx = next((row["path"] for row in summary["exports"] if row["target"] == "onnx" and row["path"]), None)
-    steps = [f"[bold]look[/]: {summary['overlay']} (teacher and student on a validation image)",
-             f"[bold]segment your image[/]: mixreorg-edge segment --model {student} --image YOUR.jpg "
-             f"--classes synthetic-objects --out seg.png",
-             f"[bold]export[/]: mixreorg-edge export --model {student} --target coreml --out my-coreml "
-             f"(see `mixreorg-edge targets`)"]
+    steps = [f"[bold]look[/]: {summary['overlay']} (teacher and student on a validation image)"]
+    if "benchmark_json" in summary:
+        steps.append(f"[bold]benchmark[/]: {summary['benchmark_markdown']} (table), {summary['benchmark_plot']} "
+                     f"(mIoU against latency), {summary['benchmark_json']}")
+        steps.append(f"[bold]at photo size[/]: mixreorg-edge benchmark --model {student} --data {summary['val_dir']} "
+                     f"--artifacts {Path(summary['benchmark_json']).parent / 'exports'} --imgsz 448")
+    steps += [f"[bold]segment your image[/]: mixreorg-edge segment --model {student} --image YOUR.jpg "
+              f"--classes synthetic-objects --out seg.png",
+              f"[bold]export[/]: mixreorg-edge export --model {student} --target coreml --out my-coreml "
+              f"(see `mixreorg-edge targets`)"]
     if onnx:
         steps.append(f"[bold]an artifact[/]: {onnx} (model.onnx + metadata.json, what an app needs)")
     steps.append(f"[bold]disk[/]: {summary['disk_mb']:.0f} MB in {summary['teacher_run'].rsplit('/', 1)[0]}, of which "

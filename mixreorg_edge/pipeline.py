@@ -24,9 +24,8 @@ QUICKSTART_VAL_IMAGES = 500
 QUICKSTART_MINUTES = 6.0
 QUICKSTART_STUDENT = "mobilevit:xxs"
 QUICKSTART_DISTILL_STEPS = 1500  # a few minutes on 2 CPU cores; `distill` defaults to more (distill/train.py)
-# (target, precision) the quickstart exports the student to, where this host can export to the target
-QUICKSTART_EXPORTS = (("executorch", "fp32"), ("executorch", "int8"), ("onnx", "fp32"), ("onnx", "int8"),
-                      ("openvino", "int8"), ("coreml", "fp16"), ("coreml", "int8"), ("tensorrt", "fp16"))
+QUICKSTART_PRECISIONS = ("fp32", "int8")  # the student's exports, to every target this host can run
+QUICKSTART_BENCHMARK_RUNS = 30
 QUICKSTART_PARITY_IMAGES = 100
 QUICKSTART_CALIBRATION_IMAGES = 64
 
@@ -110,38 +109,35 @@ def calibrate_run(
     return {**entry, "file": str(path), "replaced": replaced}
 
 
-def export_student(student_dir: Path, data_dir: Path, out: Path, exports: Sequence[tuple[str, str]],
-                   console: Console) -> list[dict[str, Any]]:
-    """The student exported to each (target, precision) of `exports` this host can export to (int8 calibrated on training
-    images, parity on validation images): per artifact `{target, precision, path, status}` (and the parity's mIoU)."""
-    from .export.artifact import ExportRequest, export_artifact
-    from .export.parity import ParityError
-    from .export.target import get_target
+def runnable_targets() -> list[str]:
+    """The export targets this host can export to and run (Core ML needs macOS, TensorRT CUDA)."""
+    from .export.target import TARGET_NAMES, get_target
 
-    rows = []
-    for target, precision in exports:
-        path = out / f"{target}-{precision}"
-        reason = get_target(target).missing()
-        if reason:
-            console.print(f"{target} {precision}: skipped ({reason})")
-            rows.append({"target": target, "precision": precision, "path": None, "status": f"skipped: {reason}"})
-            continue
-        request = ExportRequest(run=student_dir, target=target, out=path, precision=precision,
-                                calib=data_dir / "train" if precision == "int8" else None,
-                                num_samples=QUICKSTART_CALIBRATION_IMAGES, data=data_dir / "val",
-                                parity_images=QUICKSTART_PARITY_IMAGES)
-        try:
-            metadata = export_artifact(request, log=lambda _: None)
-            status = metadata["status"]
-            parity = metadata["parity"]
-        except ParityError as error:
-            status, parity = "parity failed", str(error)
-        row = {"target": target, "precision": precision, "path": str(path), "status": status,
-               "miou": parity.get("miou") if isinstance(parity, dict) else None}
-        console.print(f"{target} {precision}: [bold]{status}[/]" + (f", mIoU {row['miou']:.2f} through {target}"
-                                                                   if row["miou"] is not None else "") + f" -> {path}")
-        rows.append(row)
-    return rows
+    return [name for name in TARGET_NAMES if not (get_target(name).missing() or get_target(name).cannot_run())]
+
+
+def benchmark_student(student_dir: Path, data_dir: Path, out: Path, targets: Sequence[str],
+                      console: Console) -> dict[str, Any]:
+    """The student exported to `targets` at fp32 and int8 (calibrated on training images) and benchmarked with its
+    teacher on this host: report files in `out` (benchmark.json, .md, .png) and, per artifact, `{target,
+    precision, path, status, miou}`."""
+    from .bench import summary
+    from .bench.suite import PYTORCH, BenchmarkRequest, run_benchmark
+
+    request = BenchmarkRequest(models=[student_dir], data=data_dir / "val", targets=list(targets),
+                               precisions=list(QUICKSTART_PRECISIONS), calib=data_dir / "train",
+                               calib_images=QUICKSTART_CALIBRATION_IMAGES, artifacts=out / "exports",
+                               parity_images=QUICKSTART_PARITY_IMAGES, runs=QUICKSTART_BENCHMARK_RUNS)
+    report = run_benchmark(request, console)
+    summary.print_report(report, console)
+    files = {"benchmark_json": out / "benchmark.json", "benchmark_markdown": out / "benchmark.md",
+             "benchmark_plot": out / "benchmark.png"}
+    write_json_atomic(files["benchmark_json"], report)
+    files["benchmark_markdown"].write_text(summary.markdown(report))
+    summary.plot(report, files["benchmark_plot"])
+    exports = [{"target": row["target"], "precision": row["precision"], "path": row["artifact"],
+                "status": row["status"], "miou": row["miou"]} for row in report["rows"] if row["target"] != PYTORCH]
+    return {**{key: str(path) for key, path in files.items()}, "exports": exports}
 
 
 def example_overlay(runs: dict[str, Path], image_path: Path, out: Path) -> Path:
@@ -190,7 +186,7 @@ def quickstart(
     train_images: int = QUICKSTART_TRAIN_IMAGES,
     val_images: int = QUICKSTART_VAL_IMAGES,
     distill_steps: int = QUICKSTART_DISTILL_STEPS,
-    exports: Sequence[tuple[str, str]] = QUICKSTART_EXPORTS,
+    targets: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Synthetic world (+ a labelled tuning split) -> toy teacher (shipped, or trained with `from_scratch`) ->
     background calibration on the tuning split -> zero-shot eval -> MobileViT student distilled from it ->
@@ -222,6 +218,7 @@ def quickstart(
     write_synthetic_world(tune_dir.parent, train=0, val=val_images, seed=seed + 1)
     console.print(f"data: [bold]{data_dir}[/], tuning split [bold]{tune_dir}[/] ({time.perf_counter() - started:.0f} s)")
 
+    stage_seconds = {"data": round(time.perf_counter() - started, 1)}
     console.rule("2/5 toy MixReorg teacher")
     if from_scratch:
         train_teacher(data_dir / "train", teacher_dir, teacher_cfg, train_cfg)
@@ -241,10 +238,12 @@ def quickstart(
         evaluations[label_set] = scores
         console.print(f"teacher {label_set} mIoU: [bold]{scores['miou']:.2f}[/]" + _unrefined_note(scores))
 
+    stage_seconds["teacher"] = round(time.perf_counter() - started - sum(stage_seconds.values()), 1)
     console.rule(f"3/5 distil a {QUICKSTART_STUDENT} student (images only)")
     student_train_cfg = default_train_config()
     student_train_cfg.seed, student_train_cfg.steps = seed, distill_steps
     distill(teacher_dir, QUICKSTART_STUDENT, data_dir / "train", student_dir, student_train_cfg)
+    stage_seconds["distill"] = round(time.perf_counter() - started - sum(stage_seconds.values()), 1)
     console.rule("4/5 student zero-shot evaluation")
     student_calibration = calibrate_run(student_dir, tune_dir, "objects", show_progress=True)
     student_scores = evaluate_run(student_dir, data_dir / "val", "objects", show_progress=True)
@@ -256,9 +255,14 @@ def quickstart(
         + _unrefined_note(student_scores)
     )
 
-    console.rule("5/5 NNCF int8 and export to every runtime this host has")
-    exported = export_student(student_dir, data_dir, out / "exports", exports, console)
+    stage_seconds["student_eval"] = round(time.perf_counter() - started - sum(stage_seconds.values()), 1)
+    targets = runnable_targets() if targets is None else list(targets)
+    benchmark: dict[str, Any] = {"exports": []}
+    if targets:
+        console.rule(f"5/5 NNCF int8, export to {', '.join(targets)} and benchmark on this host")
+        benchmark = benchmark_student(student_dir, data_dir, out, targets, console)
 
+    stage_seconds["benchmark"] = round(time.perf_counter() - started - sum(stage_seconds.values()), 1)
     overlay = example_overlay({"teacher (toy)": teacher_dir, f"student {QUICKSTART_STUDENT}": student_dir},
                               sorted((data_dir / "val" / "images").iterdir())[0], out / "overlay.png")
 
@@ -287,11 +291,12 @@ def quickstart(
         "student_miou_unrefined": student_scores.get("miou_unrefined"),
         "student_background_bias": student_calibration["background_bias"],
         "student_eval_objects": str(out / "student_eval_objects.json"),
-        "exports": exported,
+        **benchmark,
         "cpu": cpu_model(),  # what `seconds` was measured on
         "cpu_generation": cpu_generation(),
         "threads": torch.get_num_threads(),
         "seconds": round(time.perf_counter() - started, 1),
+        "stage_seconds": stage_seconds,  # where `seconds` went (the overlay and the summary: the rest)
         "disk_mb": folder_megabytes(out),
         "target_cache_mb": folder_megabytes(teacher_dir / "cache") if (teacher_dir / "cache").exists() else 0.0,
         "target_cache": str(teacher_dir / "cache"),

@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import Progress
 
 from ..checkpoint import load_model_config
 from ..data.standard_layouts import open_segmentation_dataset
@@ -33,6 +32,7 @@ from ..export.images import labelled_inputs
 from ..export.parity import ParityError
 from ..export.target import OUTPUT_KINDS, PRECISIONS, TARGET_NAMES, get_target
 from ..metrics import SegmentationMetric
+from ..progress import PhaseProgress
 from ..runs import model_file
 from .host import host_info
 from .references import PAPER_TEACHER
@@ -288,8 +288,8 @@ def measure(entries: list[Entry], request: BenchmarkRequest, console: Console) -
 def start_workers(group: list[Entry], example: Path, scratch: Path, label: str, console: Console) -> None:
     """A child process per entry, its runner loaded and called once on `example` (an .npy input); an entry whose
     child fails becomes a `run failed` row."""
-    with Progress(console=console, transient=not console.is_terminal) as progress:
-        task = progress.add_task(f"loading {len(group)} models at {label} (a process each)", total=len(group))
+    description = f"loading {len(group)} models at {label} (a process each)"
+    with PhaseProgress(description, len(group), console=console) as progress:
         for index, entry in enumerate(group):
             try:
                 entry.worker = Worker({**entry.spec, "example": str(example)}, scratch / f"worker-{label}-{index}.log")
@@ -297,7 +297,7 @@ def start_workers(group: list[Entry], example: Path, scratch: Path, label: str, 
                 entry.row.update(status=RUN_FAILED, reason=str(error))
             else:
                 entry.row["load_ms"] = entry.worker.loaded["load_ms"]
-            progress.advance(task)
+            progress.advance()
 
 
 def _fail(entry: Entry, error: WorkerError) -> None:
@@ -313,8 +313,8 @@ def time_round_robin(running: list[Entry], warmup: int, runs: int, label: str, c
             entry.worker.call("warmup", n=warmup)
         except WorkerError as error:
             _fail(entry, error)
-    with Progress(console=console, transient=not console.is_terminal) as progress:
-        task = progress.add_task(f"timing at {label}: {runs} rounds of {len(running)} formats", total=runs)
+    description = f"timing at {label}: {runs} rounds of {len(running)} formats"
+    with PhaseProgress(description, runs, console=console) as progress:
         for _ in range(runs):
             for entry in running:
                 if entry.worker is None:
@@ -323,7 +323,7 @@ def time_round_robin(running: list[Entry], warmup: int, runs: int, label: str, c
                     entry.times.append(entry.worker.call("time")["ms"])
                 except WorkerError as error:
                     _fail(entry, error)
-            progress.advance(task)
+            progress.advance()
     for entry in running:
         if entry.worker is None:
             continue
@@ -342,8 +342,8 @@ def _evaluate(running: list[Entry], inputs: Path, masks: list[np.ndarray], scrat
               output: str, console: Console) -> None:
     """mIoU of every evaluated row through its own runtime, and agreement with its run's eager fp32 row."""
     outputs: dict[int, np.ndarray] = {}
-    with Progress(console=console, transient=not console.is_terminal) as progress:
-        task = progress.add_task(f"labelling {len(masks)} validation images through each runtime", total=len(running))
+    description = f"labelling {len(masks)} validation images through each runtime"
+    with PhaseProgress(description, len(running), console=console) as progress:
         for index, entry in enumerate(running):
             if entry.worker is not None and entry.row["eval_size"]:
                 out = scratch / f"outputs-{index}.npy"
@@ -352,7 +352,7 @@ def _evaluate(running: list[Entry], inputs: Path, masks: list[np.ndarray], scrat
                     outputs[index] = np.load(out)
                 except WorkerError as error:
                     _fail(entry, error)
-            progress.advance(task)
+            progress.advance()
     references = {entry.row["run"]: outputs.get(index) for index, entry in enumerate(running)
                   if entry.row["target"] == PYTORCH}
     for index, result in outputs.items():
