@@ -527,6 +527,7 @@ def benchmark_cmd(
     parity_images: int = typer.Option(100, "--parity-images", help="Images of --data each export's parity check uses."),
     output: str = typer.Option("labels", "--output", help="labels | scores (scores adds the cosine to PyTorch's)."),
     label_set: str = typer.Option("objects", "--label-set", help="Label set of --data."),
+    teacher: bool = typer.Option(True, "--teacher/--no-teacher", help="Time a student's teacher too (PyTorch eager)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON (meta + rows)."),
     markdown_out: Optional[Path] = typer.Option(None, "--markdown", help="Write the report as a Markdown table."),
     plot_out: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of mIoU against latency."),
@@ -554,7 +555,7 @@ def benchmark_cmd(
             models=list(model), data=data, targets=parse_list(targets, TARGET_NAMES, "--targets"),
             precisions=parse_list(precisions, PRECISIONS, "--precisions"), sizes=list(imgsz) if imgsz else None,
             threads=threads, warmup=warmup, runs=runs, calib=calib, artifacts=artifacts,
-            parity_images=parity_images, output=output, label_set=label_set)
+            parity_images=parity_images, output=output, label_set=label_set, teacher_rows=teacher)
         report = run_benchmark(request, console)
     summary.print_report(report, console)
     written = []
@@ -587,8 +588,10 @@ def quickstart_cmd(
     from_scratch: bool = typer.Option(False, "--from-scratch", help="Train the toy teacher instead of the shipped one."),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic world and of training."),
     distill_steps: Optional[int] = typer.Option(
-        None, "--distill-steps", help="Distillation steps of the MobileViT student (default: 1500, a few minutes on 2 cores)."
+        None, "--distill-steps", help="Distillation steps of the MobileViT student (default: 1200, a few minutes on 2 cores)."
     ),
+    resume: bool = typer.Option(False, "--resume", help="Continue a quickstart in --out that stopped: completed stages "
+                                                        "are reused, distillation resumes from its checkpoint."),
 ) -> None:
     """Synthetic data -> toy teacher -> zero-shot evaluation -> MobileViT-XXS student -> NNCF int8 -> export to every
     runtime this host can run -> benchmark table, with a summary.json of every artifact, report and figure."""
@@ -596,7 +599,8 @@ def quickstart_cmd(
     from .pipeline import quickstart
 
     budget = {} if distill_steps is None else {"distill_steps": distill_steps}  # None: the quickstart's default
-    summary = quickstart(out, minutes=minutes, from_scratch=from_scratch, seed=seed, console=console, **budget)
+    summary = quickstart(out, minutes=minutes, from_scratch=from_scratch, seed=seed, console=console, resume=resume,
+                         **budget)
     table = Table(title="quickstart")
     table.add_column("item")
     table.add_column("value")

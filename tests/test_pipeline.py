@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from mixreorg_edge.bench.host import cpu_generation
 from mixreorg_edge.pipeline import QUICKSTART_PRECISIONS, quickstart, runnable_targets, shipped_teacher
@@ -54,8 +55,17 @@ def test_quickstart_writes_a_summary_of_every_artifact(from_scratch: bool, tmp_p
         assert all(row["latency_ms_median"] for row in report["rows"] if row["status"] == "passed")
         assert Path(on_disk["benchmark_plot"]).is_file() and Path(on_disk["benchmark_markdown"]).is_file()
     assert set(on_disk["stage_seconds"]) >= {"data", "teacher", "distill", "student_eval"}
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match="--resume"):
         quickstart(out, train_images=128, val_images=6, distill_steps=2)
+    if from_scratch:  # a stopped quickstart continues: the world, the teacher and the finished student are reused
+        (out / "summary.json").unlink()
+        log = tmp_path / "resume.log"
+        with log.open("w") as stream:
+            resumed = quickstart(out, minutes=0.02, from_scratch=True, train_images=128, val_images=6,
+                                 distill_steps=2, targets=[], resume=True, console=Console(file=stream, width=200))
+        text = log.read_text()
+        assert f"reusing {out / 'data'}" in text and f"reusing {out / 'student'}" in text
+        assert resumed["student_miou"] == summary["student_miou"] and (out / "summary.json").is_file()
 
 
 def test_shipped_teacher_records_how_it_was_made() -> None:

@@ -65,6 +65,7 @@ class BenchmarkRequest:
     parity_images: int | None = 100
     output: str = "labels"
     label_set: str = "objects"
+    teacher_rows: bool = True  # the run's teacher in PyTorch eager, as a reference row
 
     def validate(self) -> None:
         if not self.models:
@@ -234,7 +235,7 @@ def plan(request: BenchmarkRequest, log: Callable[[str], None]) -> list[Entry]:
             if size >= PAPER_TEACHER_MIN_SIZE:
                 eager(PAPER_TEACHER, None, None, size, eval_size)
             teacher_run = config.get("teacher_run")
-            if student and teacher_run and (Path(teacher_run) / "config.json").is_file():
+            if request.teacher_rows and student and teacher_run and (Path(teacher_run) / "config.json").is_file():
                 eager("teacher", Path(teacher_run), None, size, eval_size)
             eager(kind, run, student, size, eval_size)
             for target in request.targets:
@@ -251,7 +252,10 @@ def plan(request: BenchmarkRequest, log: Callable[[str], None]) -> list[Entry]:
                                                                                metadata["model_file"]),
                                            "threads": request.threads}}
                     entries.append(Entry(row, spec))
-    return entries
+    # by input size, the shared references (the paper-size teacher, then toy teachers) first at each size
+    rank = {PAPER_TEACHER: 0, "teacher": 1}
+    return sorted(entries, key=lambda entry: (entry.row["imgsz"], rank.get(entry.row["model"], 2)
+                                              if entry.row["target"] == PYTORCH else 2))
 
 
 def measure(entries: list[Entry], request: BenchmarkRequest, console: Console) -> None:
