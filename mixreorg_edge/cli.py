@@ -522,6 +522,7 @@ def benchmark_cmd(
     min_miou: Optional[float] = typer.Option(None, "--min-miou", help="Exit 1 if a passed format's mIoU is below this."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="int8 calibration images (default: the run's training "
                                                                "data)."),
+    calib_images: int = typer.Option(128, "--calib-images", help="int8: calibration images used."),
     artifacts: Optional[Path] = typer.Option(None, "--artifacts", help="Where exports are kept and reused while up to "
                                                                        "date (default: RUN/artifacts)."),
     parity_images: int = typer.Option(100, "--parity-images", help="Images of --data each export's parity check uses."),
@@ -554,7 +555,7 @@ def benchmark_cmd(
         request = BenchmarkRequest(
             models=list(model), data=data, targets=parse_list(targets, TARGET_NAMES, "--targets"),
             precisions=parse_list(precisions, PRECISIONS, "--precisions"), sizes=list(imgsz) if imgsz else None,
-            threads=threads, warmup=warmup, runs=runs, calib=calib, artifacts=artifacts,
+            threads=threads, warmup=warmup, runs=runs, calib=calib, calib_images=calib_images, artifacts=artifacts,
             parity_images=parity_images, output=output, label_set=label_set, teacher_rows=teacher)
         report = run_benchmark(request, console)
     summary.print_report(report, console)

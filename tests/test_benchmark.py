@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from mixreorg_edge.bench.suite import (CANNOT_RUN, EXPORT_FAILED, PASSED, RUN_FAILED, BenchmarkRequest, Entry,
                                        run_benchmark, start_workers, time_round_robin)
+from mixreorg_edge.bench.summary import highlights
 from mixreorg_edge.cli import app
 from mixreorg_edge.distill.train import DistillConfig, distill
 from mixreorg_edge.export import onnx as onnx_target
@@ -214,3 +215,15 @@ def test_cli_bad_import_and_missing_model(tmp_path: Path) -> None:
     (tmp_path / "empty.json").write_text(json.dumps({"rows": [{"artifact": str(tmp_path), "latencies_ms": []}]}))
     assert "latencies_ms" in error(["--import", str(tmp_path / "empty.json")])
     assert "--model" in error(["--data", str(tmp_path)])
+
+
+def test_highlights_name_the_fastest_format_and_its_ratios() -> None:
+    def row(model, target, precision, ms, miou=None, student="s:1"):
+        return {"model": model, "student": student if model == "student" else None, "target": target,
+                "precision": precision, "imgsz": 448, "status": PASSED, "latency_ms_median": ms, "miou": miou}
+
+    rows = [row("teacher-vit-s", "pytorch", "fp32", 300.0), row("student", "pytorch", "fp32", 40.0),
+            row("student", "onnx", "fp32", 20.0, 70.0), row("student", "onnx", "int8", 10.0, 69.5),
+            row("student", "openvino", "int8", 15.0, 69.0)]
+    assert highlights(rows) == ["student s:1 at 448 px: fastest onnx int8, 10.00 ms, 30.0x teacher-vit-s eager, "
+                                "2.00x its fp32; int8 mIoU against fp32: onnx -0.50"]

@@ -56,7 +56,7 @@ class BenchmarkRequest:
     targets: list[str] = field(default_factory=lambda: list(TARGET_NAMES))
     precisions: list[str] = field(default_factory=lambda: ["fp32", "int8"])
     sizes: list[int] | None = None  # None: each model's evaluation size
-    threads: int | None = None
+    threads: int | None = None  # None: torch's default, given to every runtime
     warmup: int = 5
     runs: int = 30
     calib: Path | None = None
@@ -84,6 +84,8 @@ class BenchmarkRequest:
             check_image_size(size)
         if self.runs < 1 or self.warmup < 0:
             raise ValueError(f"--runs must be at least 1 and --warmup at least 0, got {self.runs} and {self.warmup}")
+        if self.calib_images < 1 or (self.parity_images is not None and self.parity_images < 1):
+            raise ValueError("--calib-images and --parity-images must be at least 1")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {self.threads}")
         if self.calib is not None and not self.calib.exists():
@@ -278,7 +280,7 @@ def measure(entries: list[Entry], request: BenchmarkRequest, console: Console) -
                 time_round_robin(running, request.warmup, request.runs, f"{size}px", console)
                 for entry in running:
                     if entry.row["latency_ms_median"] is not None:
-                        entry.row["threads"] = request.threads or torch.get_num_threads()
+                        entry.row["threads"] = request.threads
                 if evaluated:
                     masks = [mask for _, mask in pairs]
                     _evaluate(running, inputs, masks, scratch, len(dataset.classes), request.output, console)
@@ -388,11 +390,12 @@ def _cosine(outputs: np.ndarray, reference: np.ndarray) -> float:
 def run_benchmark(request: BenchmarkRequest, console: Console) -> dict[str, Any]:
     """The whole benchmark: `{"meta": host and settings, "rows": [...]}`."""
     request.validate()
+    request.threads = request.threads or torch.get_num_threads()  # every runtime gets the same, recorded number
     entries = plan(request, lambda line: console.print(line))
     measure(entries, request, console)
     settings = {"models": [str(run) for run in request.models], "data": str(request.data),
                 "label_set": request.label_set, "output": request.output, "warmup": request.warmup,
-                "runs": request.runs, "threads": request.threads or torch.get_num_threads(),
+                "runs": request.runs, "threads": request.threads,
                 "timing": "each row in its own process; per input size, after the warm-up, `runs` rounds that call "
                           "every row once (timed inside its process), so all rows share the host's slow phases",
                 "memory": "peak resident set of the row's process after loading, warm-up and timing"}

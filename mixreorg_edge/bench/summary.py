@@ -47,6 +47,36 @@ def _caption(meta: dict[str, Any]) -> str:
             "size only, through the row's own runtime")
 
 
+def highlights(rows: list[dict[str, Any]]) -> list[str]:
+    """What the table says per model and input size: its fastest passed format, that format's speed-up over the
+    paper-size teacher in PyTorch eager and over the same runtime in fp32, and each int8 row's mIoU change against
+    its fp32 row on the same runtime."""
+    lines = []
+    passed = [row for row in rows if row["status"] == "passed" and row.get("latency_ms_median")]
+    for size in sorted({row["imgsz"] for row in passed}):
+        sized = [row for row in passed if row["imgsz"] == size]
+        paper = next((row for row in sized if row["model"] == "teacher-vit-s"), None)
+        for name in dict.fromkeys(row_name(row) for row in sized if row["target"] != "pytorch"):
+            formats = [row for row in sized if row_name(row) == name and row["target"] != "pytorch"]
+            best = min(formats, key=lambda row: row["latency_ms_median"])
+            line = (f"{name} at {size} px: fastest {best['target']} {best['precision']}, "
+                    f"{best['latency_ms_median']:.2f} ms")
+            if paper:
+                line += f", {paper['latency_ms_median'] / best['latency_ms_median']:.1f}x teacher-vit-s eager"
+            fp32 = next((row for row in formats if row["target"] == best["target"] and row["precision"] == "fp32"),
+                        None)
+            if fp32 is not None and fp32 is not best:
+                line += f", {fp32['latency_ms_median'] / best['latency_ms_median']:.2f}x its fp32"
+            drops = [f"{row['target']} {row['miou'] - fp32_row['miou']:+.2f}" for row in formats
+                     if row["precision"] == "int8" and row.get("miou") is not None
+                     for fp32_row in formats if fp32_row["target"] == row["target"]
+                     and fp32_row["precision"] == "fp32" and fp32_row.get("miou") is not None]
+            if drops:
+                line += f"; int8 mIoU against fp32: {', '.join(drops)}"
+            lines.append(line)
+    return lines
+
+
 def print_report(report: dict[str, Any], console: Console) -> None:
     """The rows as a table (at least 200 columns wide when the output is not a terminal, so logs stay readable) and
     the reason of every row that did not pass."""
@@ -61,6 +91,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     console.print(table)
     for note in _notes(report["rows"]):
         console.print(f"[yellow]{note}[/]")
+    for line in highlights(report["rows"]):
+        console.print(line, highlight=False)
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -72,6 +104,9 @@ def markdown(report: dict[str, Any]) -> str:
     notes = _notes(report["rows"])
     if notes:
         lines += ["", *[f"- {note}" for note in notes]]
+    found = highlights(report["rows"])
+    if found:
+        lines += ["", *[f"- {line}" for line in found]]
     return "\n".join(lines) + "\n"
 
 
