@@ -60,7 +60,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 384, 448, 512, 640])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--artifacts", type=Path, default=Path("/tmp/scaling_artifacts"))
+    parser.add_argument("--calib-images", type=int, default=64, help="int8 calibration images")
+    parser.add_argument("--parity-images", type=int, default=32, help="each export's parity check")
+    parser.add_argument("--artifacts", type=Path, default=Path("/tmp/scaling_artifacts"),
+                        help="exports, reused while up to date (give a benchmark's --artifacts to reuse its exports)")
     parser.add_argument("--json", type=Path, default=RESULTS / "scaling.json")
     parser.add_argument("--plot", type=Path, default=RESULTS / "scaling.png")
     args = parser.parse_args()
@@ -69,7 +72,8 @@ def main() -> None:
     for threads in args.threads:
         request = BenchmarkRequest(models=args.models, data=args.data, targets=args.targets,
                                    precisions=args.precisions, sizes=args.sizes, threads=threads, runs=args.runs,
-                                   artifacts=args.artifacts, parity_images=20, teacher_rows=False)
+                                   artifacts=args.artifacts, calib_images=args.calib_images,
+                                   parity_images=args.parity_images, teacher_rows=False)
         report = run_benchmark(request, console)
         print_report(report, console)
         rows += report["rows"]
