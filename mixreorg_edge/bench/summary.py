@@ -123,7 +123,8 @@ def plot(report: dict[str, Any], out: Path) -> Path:
     scored = [row for row in rows if row.get("miou") is not None]
     other_sizes = sorted({row["imgsz"] for row in rows if row.get("miou") is None})
     panels = 1 + len(other_sizes)
-    figure, axes = plt.subplots(1, panels, figsize=(9.5 * panels, 4.8), squeeze=False)
+    height = max(4.8, 0.2 * max(len(scored), len(rows) / max(1, len(other_sizes) + 1)) + 1.5)  # legend, bars
+    figure, axes = plt.subplots(1, panels, figsize=(9.5 * panels, height), squeeze=False)
     left = axes[0][0]
     markers = {"pytorch": "s", "executorch": "o", "onnx": "^", "openvino": "D", "coreml": "P", "tensorrt": "*"}
     colours = matplotlib.colormaps["tab20"]
@@ -134,6 +135,7 @@ def plot(report: dict[str, Any], out: Path) -> Path:
         left.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     left.set_xscale("log")
     left.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    left.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     left.set_xlabel("median latency per image, ms (log)")
     left.set_ylabel(f"{report['meta'].get('label_set', 'objects')} mIoU")
     sizes = sorted({row["imgsz"] for row in scored})
@@ -147,6 +149,7 @@ def plot(report: dict[str, Any], out: Path) -> Path:
         axis.invert_yaxis()
         axis.set_xscale("log")
         axis.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         axis.set_xlabel("median latency per image, ms (log)")
         axis.set_title(f"latency at {size} x {size} (no mIoU at this size)")
         axis.grid(True, axis="x", which="both", alpha=0.3)
