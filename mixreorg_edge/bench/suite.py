@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import platform
 import shutil
-import statistics
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
