@@ -36,13 +36,16 @@ def plot(rows: list[dict], out: Path) -> None:
         if row["status"] == PASSED and row["latency_ms_median"] is not None:
             key = (row_name(row), row["target"], row["precision"], row["threads"])
             lines.setdefault(key, []).append((row["imgsz"], row["latency_ms_median"]))
+    formats = sorted({key[:3] for key in lines})  # one colour per format, one line style per thread count
+    colours = matplotlib.colormaps["tab10"]
     for (name, target, precision, threads), points in sorted(lines.items()):
         points.sort()
         axis.plot([p[0] for p in points], [p[1] for p in points], marker="o",
+                  color=colours(formats.index((name, target, precision)) % 10),
                   linestyle="-" if threads > 1 else "--", label=f"{name}: {target} {precision}, {threads} thr")
     axis.set_yscale("log")
     axis.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    axis.set_xlabel("input side, px (square, batch 1)")
+    axis.set_xlabel("input side, px (square, batch 1); solid: 2 threads, dashed: 1")
     axis.set_ylabel("median latency per image, ms (log)")
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
