@@ -25,7 +25,7 @@ from mixreorg_edge.export import onnx as onnx_target
 from mixreorg_edge.training import TrainConfig
 
 runner = CliRunner()
-QUIET = Console(file=open("/dev/null", "w"))  # noqa: SIM115 - lives as long as the test session
+QUIET = Console(quiet=True)
 KNOWN_COSTS = textwrap.dedent('''
     import time
 
@@ -123,7 +123,11 @@ def _request(student: Path, world: Path, artifacts: Path, **options) -> Benchmar
 
 
 def test_benchmark_rows_and_reuse(student: Path, tiny_world: Path, tmp_path: Path) -> None:
-    console = Console(file=open(tmp_path / "log.txt", "w"), width=200)  # noqa: SIM115
+    with (tmp_path / "log.txt").open("w") as log:
+        _benchmark_rows_and_reuse(student, tiny_world, tmp_path, Console(file=log, width=200))
+
+
+def _benchmark_rows_and_reuse(student: Path, tiny_world: Path, tmp_path: Path, console: Console) -> None:
     report = run_benchmark(_request(student, tiny_world, tmp_path / "art"), console)
     rows = {(row["model"], row["target"], row["precision"]): row for row in report["rows"]}
     assert list(rows)[:2] == [("teacher", "pytorch", "fp32"), ("student", "pytorch", "fp32")]
