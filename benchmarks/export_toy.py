@@ -15,17 +15,13 @@ from pathlib import Path
 
 from mixreorg_edge.bench.host import host_info
 from mixreorg_edge.bench.report import print_rows, write_results
+from mixreorg_edge.bench.suite import artifact_bytes
 from mixreorg_edge.export.artifact import ExportRequest, export_artifact
 from mixreorg_edge.export.parity import ParityError
 
 EXPORTS = (("executorch", "fp32"), ("executorch", "int8"), ("onnx", "fp32"), ("onnx", "int8"),
            ("openvino", "fp32"), ("openvino", "int8"), ("coreml", "fp32"), ("coreml", "fp16"), ("coreml", "int8"))
 CALIBRATION_IMAGES = 128
-
-
-def artifact_bytes(folder: Path) -> int:
-    """Bytes of everything in an artifact folder but its metadata (model file, OpenVINO's .bin, Core ML's package)."""
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and f.name != "metadata.json")
 
 
 def export_row(student: Path, world: Path, out: Path, target: str, precision: str) -> dict:

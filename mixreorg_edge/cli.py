@@ -559,20 +559,7 @@ def benchmark_cmd(
             parity_images=parity_images, output=output, label_set=label_set, teacher_rows=teacher)
         report = run_benchmark(request, console)
     summary.print_report(report, console)
-    written = []
-    if json_out is not None:
-        from .runs import write_json_atomic
-
-        write_json_atomic(json_out, report)
-        written.append(json_out)
-    if markdown_out is not None:
-        from .runs import write_text_atomic
-
-        write_text_atomic(markdown_out, summary.markdown(report))
-        written.append(markdown_out)
-    if plot_out is not None:
-        written.append(summary.plot(report, plot_out))
-    for path in written:
+    for path in summary.write_report(report, json_out, markdown_out, plot_out):
         console.print(f"wrote [bold]{path}[/]")
     if min_miou is not None:
         failing = below_min_miou(report["rows"], min_miou)

@@ -134,9 +134,7 @@ def benchmark_student(student_dir: Path, data_dir: Path, out: Path, targets: Seq
     summary.print_report(report, console)
     files = {"benchmark_json": out / "benchmark.json", "benchmark_markdown": out / "benchmark.md",
              "benchmark_plot": out / "benchmark.png"}
-    write_json_atomic(files["benchmark_json"], report)
-    files["benchmark_markdown"].write_text(summary.markdown(report))
-    summary.plot(report, files["benchmark_plot"])
+    summary.write_report(report, *files.values())
     exports = [{"target": row["target"], "precision": row["precision"], "path": row["artifact"],
                 "status": row["status"], "miou": row["miou"]} for row in report["rows"] if row["target"] != PYTORCH]
     return {**{key: str(path) for key, path in files.items()}, "exports": exports}

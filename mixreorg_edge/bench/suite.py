@@ -185,7 +185,7 @@ def ensure_artifact(request: BenchmarkRequest, run: Path, config: dict[str, Any]
             return {"status": EXPORT_FAILED, "reason": f"{type(error).__name__}: {error}", "artifact": None}
         key_file.write_text(json.dumps(key, indent=2) + "\n")
     metadata = read_metadata(folder)
-    fields = {"artifact": str(folder), "size_mb": round(_artifact_bytes(folder) / 1e6, 3), "_metadata": metadata,
+    fields = {"artifact": str(folder), "size_mb": round(artifact_bytes(folder) / 1e6, 3), "_metadata": metadata,
               "status": PARITY_FAILED if metadata["status"] == "parity failed" else PASSED,
               "reason": metadata.get("failure")}
     cannot = get_target(target).cannot_run()
@@ -194,7 +194,7 @@ def ensure_artifact(request: BenchmarkRequest, run: Path, config: dict[str, Any]
     return fields
 
 
-def _artifact_bytes(folder: Path) -> int:
+def artifact_bytes(folder: Path) -> int:
     """Bytes of an artifact's model (everything but its metadata and the benchmark's key)."""
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and f.name not in ("metadata.json", KEY_FILE))
 
@@ -432,7 +432,7 @@ def imported_report(path: Path) -> dict[str, Any]:
         row = _row(model["kind"], model["name"] if model["kind"] == "student" else None, Path(model["run"]),
                    metadata["target"], metadata["precision"], metadata["input"]["shape"][-1], False)
         stats = summarize_times([float(t) for t in times])
-        row.update(artifact=str(folder), size_mb=round(_artifact_bytes(folder) / 1e6, 3),
+        row.update(artifact=str(folder), size_mb=round(artifact_bytes(folder) / 1e6, 3),
                    load_ms=item.get("load_ms"), peak_rss_mb=item.get("peak_rss_mb"), threads=item.get("threads"),
                    latency_ms_median=stats["median_ms"], latency_ms_p90=stats["p90_ms"],
                    latency_ms_std=stats["std_ms"], fps=round(1000.0 / stats["median_ms"], 1), runs=len(times))

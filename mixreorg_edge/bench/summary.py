@@ -159,3 +159,17 @@ def plot(report: dict[str, Any], out: Path) -> Path:
     figure.savefig(out, dpi=130)
     plt.close(figure)
     return out
+
+
+def write_report(report: dict[str, Any], json_out: Path | None = None, markdown_out: Path | None = None,
+                 plot_out: Path | None = None) -> list[Path]:
+    """The report as JSON, Markdown and a plot, each where a path is given; returns the files written."""
+    from ..runs import write_json_atomic, write_text_atomic
+
+    if json_out is not None:
+        write_json_atomic(json_out, report)
+    if markdown_out is not None:
+        write_text_atomic(markdown_out, markdown(report))
+    if plot_out is not None:
+        plot(report, plot_out)
+    return [path for path in (json_out, markdown_out, plot_out) if path is not None]
