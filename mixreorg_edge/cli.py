@@ -568,6 +568,37 @@ def benchmark_cmd(
             raise typer.Exit(code=1)
 
 
+@app.command("demo")
+@_user_errors
+def demo_cmd(
+    artifact: Path = typer.Option(..., "--artifact", help="An ONNX artifact folder (model.onnx + metadata.json)."),
+    port: int = typer.Option(8765, "--port", help="Port on localhost (0: a free one)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    web: Optional[Path] = typer.Option(None, "--web", help="The page's folder (default: web/ of this checkout)."),
+) -> None:
+    """Serve the browser demo (web/, onnxruntime-web) and one ONNX artifact; open the printed address."""
+    from .demo import address, artifact_problems, find_web_dir, make_server
+
+    if not artifact.is_dir():
+        raise FileNotFoundError(f"--artifact {artifact}: no such folder")
+    web = find_web_dir(web)
+    problems = artifact_problems(artifact)
+    for problem in problems:
+        err_console.print(f"[bold red]problem:[/] {problem}")
+    try:
+        server = make_server(artifact, web, host, port)
+    except OSError as error:
+        raise ValueError(f"cannot listen on {host}:{port} ({error.strerror or error}): pass another --port") from None
+    note = " (it will show the problem above)" if problems else ""
+    console.print(f"demo of {artifact.resolve()}: open [bold]{address(server)}[/]{note}; Ctrl-C stops")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        console.print("stopped")
+    finally:
+        server.server_close()
+
+
 @app.command("quickstart")
 @_user_errors
 def quickstart_cmd(
