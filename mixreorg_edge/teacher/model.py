@@ -16,6 +16,7 @@ from .grouping import compose_assignments, normalize
 from .image_encoder import GroupViTImageEncoder, Grouped
 from .losses import contrastive_loss, mixed_segmentation_loss, multilabel_contrastive_loss
 from .mixing import MixPlan, make_plan, mix_pixels, mix_tokens, mixed_batch_size, restore_tokens
+from .sync_norm import batch_norm
 from .text_encoder import TextEncoder, tokenize
 
 
@@ -71,18 +72,18 @@ class MixReorgTeacher(nn.Module):
         """Token ids of "a photo of a {keyword}." for each keyword (the multi-label loss's prompts)."""
         return self.tokenize([f"a photo of {with_article(word)}." for word in keywords])
 
-    def encode_text(self, tokens: torch.Tensor, track_stats: bool = True) -> torch.Tensor:
+    def encode_text(self, tokens: torch.Tensor, track_stats: bool = True, across_ranks: bool = False) -> torch.Tensor:
         """(N, T) token ids -> (N, E) L2-normalised text embeddings.
 
-        With `text_batchnorm`, training uses the batch's statistics (a lone text: the running ones) and, when
-        `track_stats`, updates the running statistics that test time uses."""
+        With `text_batchnorm`, training uses the batch's statistics (a lone text: the running ones; `across_ranks`:
+        the global batch's under torchrun) and, when `track_stats`, updates the running statistics test time uses."""
         text = self.text_proj(self.text_encoder(tokens))
         if self.text_norm is not None:
             norm = self.text_norm
             batch_stats = self.training and text.shape[0] > 1
             track = not batch_stats or track_stats
-            text = F.batch_norm(text, norm.running_mean if track else None, norm.running_var if track else None,
-                                training=batch_stats, momentum=norm.momentum, eps=norm.eps)
+            text = batch_norm(text, norm.running_mean if track else None, norm.running_var if track else None,
+                              batch_stats, norm.momentum, norm.eps, across_ranks)
         return normalize(text)
 
     # --- image ------------------------------------------------------------------------------------------
@@ -129,7 +130,7 @@ class MixReorgTeacher(nn.Module):
         """
         mixing = self.cfg.mixing
         # Test-time prompts look like the keyword prompts, not like captions: those set the running statistics.
-        text = self.encode_text(tokens, track_stats=self.cfg.keyword_prompts == 0)
+        text = self.encode_text(tokens, track_stats=self.cfg.keyword_prompts == 0, across_ranks=True)
         scale = self.scale()
         encoder = self.image_encoder
         tokens_orig = encoder.context(encoder.embed(images))
