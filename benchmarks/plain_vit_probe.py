@@ -40,7 +40,7 @@ from mixreorg_edge.data.keywords import STOP_WORDS, caption_words, words
 from mixreorg_edge.data.segfolder import SegmentationFolder
 from mixreorg_edge.data.shards import CaptionBatches, ImageTextShards
 from mixreorg_edge.data.transforms import normalize_uint8
-from mixreorg_edge.teacher.image_encoder import conv_stem
+from mixreorg_edge.teacher.stems import conv_stem
 from mixreorg_edge.teacher.losses import contrastive_loss, mixed_segmentation_loss
 from mixreorg_edge.teacher.mixing import make_plan, mix_tokens
 from mixreorg_edge.teacher.model import MixReorgTeacher

@@ -50,7 +50,7 @@ def test_group_readout_gives_each_token_its_most_assigned_segment() -> None:
     """GroupViT's one-hot readout: a token carries exactly the embedding of the segment it is assigned to most."""
     from mixreorg_edge.teacher.grouping import compose_assignments
 
-    torch.manual_seed(0)
+    torch.manual_seed(1)  # an initialisation whose tokens use more than one segment
     cfg = tiny_teacher_config()
     cfg.readout = "group"
     model = MixReorgTeacher(cfg).eval()

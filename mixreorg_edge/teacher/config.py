@@ -23,6 +23,10 @@ class ImageEncoderConfig:
     # ViT stem: a convolutional shape prior for encoders trained from scratch on little data).
     stem: str = "patch"
     stem_channels: tuple[int, ...] = ()
+    # "conv" / "resnet": every token's receptive field centred on its patch (even 4x4 stride-2 kernels, stems.py).
+    # False: the legacy odd 3x3 kernels, centred half a patch up-left; a config recorded without this key (every run
+    # made before 2026-12-06, the shipped teacher among them) means False, so old runs load and score as they did.
+    stem_centred: bool = True
     width: int = 384
     heads: int = 6
     depths: tuple[int, ...] = (6, 3, 3)  # transformer layers per stage; stage i < len(groups) ends in a grouping block
@@ -132,4 +136,8 @@ class TeacherConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TeacherConfig":
+        """A recorded config; one without `image.stem_centred` was made with the legacy stem."""
+        image = data.get("image", {})
+        if "stem_centred" not in image:
+            data = {**data, "image": {**image, "stem_centred": False}}
         return config_from_dict(cls, data)

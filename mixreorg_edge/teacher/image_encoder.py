@@ -16,6 +16,7 @@ from torch import nn
 
 from .config import ImageEncoderConfig
 from .grouping import GroupingBlock
+from .stems import build_stem
 
 
 @dataclass
@@ -25,40 +26,6 @@ class Grouped:
     segments: torch.Tensor  # (B, S, D) final segment features
     hard: list[torch.Tensor]  # per grouping stage, (B, L_in, G_out)
     soft: list[torch.Tensor]
-
-
-def conv_stem(width: int, patch: int) -> nn.Sequential:
-    """Overlapping 3x3 stride-2 convolutions down to stride `patch` (a power of two >= 4)."""
-    steps = patch.bit_length() - 1
-    if 2**steps != patch or steps < 2:
-        raise ValueError(f"conv stem needs a power-of-two patch size >= 4, got {patch}")
-    channels = [3] + [width // 2 ** (steps - i) for i in range(1, steps)] + [width]
-    layers: list[nn.Module] = []
-    for i in range(steps):
-        layers.append(nn.Conv2d(channels[i], channels[i + 1], 3, stride=2, padding=1))
-        if i < steps - 1:
-            layers.append(nn.GELU())
-    return nn.Sequential(*layers)
-
-
-def _conv_bn_relu(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
-
-
-def _resnet_stem(width: int, patch: int, channels: tuple[int, ...]) -> nn.Sequential:
-    """Per stride-2 scale a strided and a plain 3x3 conv-BN-ReLU with `channels[i]` channels, then 1x1 to `width`."""
-    if 2 ** len(channels) != patch:
-        raise ValueError(f"a resnet stem for patch size {patch} needs log2({patch}) stem_channels, got {channels}")
-    layers: list[nn.Module] = []
-    previous = 3
-    for out in channels:
-        layers += [_conv_bn_relu(previous, out, 2), _conv_bn_relu(out, out, 1)]
-        previous = out
-    return nn.Sequential(*layers, nn.Conv2d(previous, width, 1))
 
 
 class GroupingStage(nn.Module):
@@ -102,14 +69,7 @@ class GroupViTImageEncoder(nn.Module):
             raise ValueError(f"image width must be a positive multiple of its {cfg.heads} heads, got {cfg.width}")
         self.cfg = cfg
         self.grid = (cfg.image_size // cfg.patch_size, cfg.image_size // cfg.patch_size)
-        if cfg.stem == "conv":
-            self.stem = conv_stem(cfg.width, cfg.patch_size)
-        elif cfg.stem == "patch":
-            self.stem = nn.Conv2d(3, cfg.width, cfg.patch_size, stride=cfg.patch_size)
-        elif cfg.stem == "resnet":
-            self.stem = _resnet_stem(cfg.width, cfg.patch_size, tuple(cfg.stem_channels))
-        else:
-            raise ValueError(f"unknown stem {cfg.stem!r}; choose 'patch', 'conv' or 'resnet'")
+        self.stem = build_stem(cfg)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], cfg.width))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.context_blocks = nn.ModuleList(Block(cfg.width, cfg.heads) for _ in range(context_depth))
