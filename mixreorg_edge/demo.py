@@ -18,6 +18,7 @@ from typing import Iterator
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 ORT_DIST = "node_modules/onnxruntime-web/dist"
 PAGE_FILES = ("index.html", "app.js")
+ORT_BUNDLES = ("ort.min.mjs", "ort.wasm.min.mjs")  # web/app.js imports one: with WebGPU, or WebAssembly alone
 ARTIFACT_ROUTE = "artifact"
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".mjs": "text/javascript",
                  ".wasm": "application/wasm", ".json": "application/json", ".map": "application/json"}
@@ -31,7 +32,7 @@ def find_web_dir(web: Path | None = None) -> Path:
     if missing:
         raise FileNotFoundError(f"the demo page is not in {folder} (no {', '.join(missing)}): run from a clone of "
                                 "the repository or pass --web DIR")
-    if not (folder / ORT_DIST / "ort.min.mjs").is_file():
+    if not all((folder / ORT_DIST / bundle).is_file() for bundle in ORT_BUNDLES):
         raise FileNotFoundError(f"onnxruntime-web is not installed in {folder}: run `npm ci --prefix {folder}` once "
                                 "(from the npm registry; the page then works offline)")
     return folder

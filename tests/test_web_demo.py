@@ -134,7 +134,7 @@ def test_page_labels_match_onnxruntime_in_python(chromium, artifacts: dict[str, 
 
 
 def test_vocabulary_swap_relabels_without_rerunning(chromium, artifacts: dict[str, Path], world: Path,
-                                                    tiny_teacher_run: Path, tmp_path: Path) -> None:
+                                                    tmp_path: Path) -> None:
     artifact = artifacts["embeddings"]
     vocabulary = load_vocabulary(artifact / "vocabulary.safetensors")
     image = _images(world)[0]

@@ -2,9 +2,11 @@
 // (resizing, normalisation, the label rule, the vocabulary) comes from the artifact's metadata.json.
 // Query parameters: artifact=URL of the artifact folder (default artifact/), backend=auto|wasm|webgpu,
 // threads=N (WebAssembly threads; default min(4, cores)).
-import * as ort from "./node_modules/onnxruntime-web/dist/ort.min.mjs";
-
 const ORT_DIST = new URL("./node_modules/onnxruntime-web/dist/", import.meta.url).href;
+// onnxruntime-web's bundles: with WebGPU, and WebAssembly alone (its plain build runs ~2x faster on the CPU than the
+// WebGPU bundle's; measured in headless Chromium), imported once the backend is known.
+const BUNDLES = { webgpu: "ort.min.mjs", wasm: "ort.wasm.min.mjs" };
+let ort;
 const FORMAT = "mixreorg-edge artifact";
 const BACKGROUND = "background";
 const PALETTE_SIZE = 24;
@@ -95,14 +97,21 @@ function checkVocabulary(vocabulary, embedDim, source) {
   return vocabulary;
 }
 
-async function createSession(modelBytes) {
-  const wanted = params.get("backend") || "auto";
+async function importOrt(backend) {
+  ort = await import(ORT_DIST + BUNDLES[backend]);
   ort.env.wasm.wasmPaths = ORT_DIST;
   ort.env.wasm.numThreads = Number(params.get("threads")) || Math.min(4, navigator.hardwareConcurrency || 1);
+}
+
+// WebGPU where the browser has an adapter and the model runs on it (unless backend=wasm), else WebAssembly; the
+// backend string says which, how many threads, and why not WebGPU.
+async function createSession(modelBytes) {
+  const wanted = params.get("backend") || "auto";
   let note = "";
   if (wanted !== "wasm") {
     const adapter = navigator.gpu ? await navigator.gpu.requestAdapter().catch(() => null) : null;
     if (adapter) {
+      await importOrt("webgpu");
       try {
         return { session: await ort.InferenceSession.create(modelBytes, { executionProviders: ["webgpu"] }),
                  backend: "webgpu" };
@@ -114,6 +123,7 @@ async function createSession(modelBytes) {
     }
     if (wanted === "webgpu") throw new UserError(note);
   }
+  if (!ort) await importOrt("wasm");
   const session = await ort.InferenceSession.create(modelBytes, { executionProviders: ["wasm"] });
   const threads = ort.env.wasm.numThreads > 1 && !self.crossOriginIsolated ? 1 : ort.env.wasm.numThreads;
   return { session, backend: `wasm, ${threads} thread${threads > 1 ? "s" : ""}${note ? `; ${note}` : ""}` };
