@@ -173,3 +173,34 @@ def test_mixed_fraction_mixes_only_the_first_groups(fraction: float, mixed: int)
     (grad,) = torch.autograd.grad(mixed_branches, images)
     touched = [bool(grad[n].abs().sum() > 0) for n in range(4)]
     assert touched == [n < mixed for n in range(4)]
+
+
+def test_restoration_regroups_with_group_tokens_that_went_through_stage_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a mixing plan that moves nothing, the restored images are the original images processed again, so
+    restoration must rebuild the original branch exactly: its group tokens too went through the stage-1 layers beside
+    the patches (raw group tokens entering the grouping block would not)."""
+    import mixreorg_edge.teacher.model as teacher_model
+    from mixreorg_edge.teacher.mixing import MixPlan
+
+    def identity_plan(batch: int, grid: tuple[int, int], images: int, block: int = 1) -> MixPlan:
+        return MixPlan(torch.arange(batch)[:, None].expand(batch, grid[0] * grid[1]))
+
+    monkeypatch.setattr(teacher_model, "make_plan", identity_plan)
+    torch.manual_seed(0)
+    model = MixReorgTeacher(tiny_teacher_config(progressive=False)).eval()  # eval: no Gumbel noise
+    images = torch.randn(4, 3, 32, 32)
+    tokens = model.tokenize(["a photo of a car", "a tree on grass", "a fish in water", "a sun in the sky"])
+    with torch.no_grad():
+        losses = model.training_losses(images, tokens)
+    assert torch.allclose(losses["restoration"], losses["contrastive"], rtol=0, atol=1e-6)
+
+
+def test_last_rows_is_the_block_on_its_last_queries() -> None:
+    """The restored group tokens' stage-1 layers compute only their own rows: the same numbers as the whole block."""
+    from timm.models.vision_transformer import Block
+
+    from mixreorg_edge.teacher.image_encoder import last_rows
+
+    torch.manual_seed(0)
+    block, joint = Block(32, 2), torch.randn(3, 20, 32)
+    assert torch.allclose(last_rows(block, joint, 4), block(joint)[:, -4:], rtol=0, atol=1e-6)

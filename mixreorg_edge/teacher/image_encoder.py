@@ -28,6 +28,27 @@ class Grouped:
     soft: list[torch.Tensor]
 
 
+def last_rows(block: Block, joint: torch.Tensor, count: int) -> torch.Tensor:
+    """`block(joint)[:, -count:]` without computing the other rows' outputs (they still give keys and values): a
+    timm Block (pre-norm multi-head self-attention, then the MLP) for its last `count` queries only."""
+    attn = block.attn
+    if attn.gate is not None or not isinstance(attn.norm, nn.Identity):
+        raise ValueError("last_rows supports timm's plain Block attention (no gate, no scale norm)")
+    normed = block.norm1(joint)
+    batch, length, _ = normed.shape
+    weight, bias = attn.qkv.weight, attn.qkv.bias
+    width = attn.attn_dim
+    query = F.linear(normed[:, -count:], weight[:width], None if bias is None else bias[:width])
+    key_value = F.linear(normed, weight[width:], None if bias is None else bias[width:])
+    query = attn.q_norm(query.view(batch, count, attn.num_heads, attn.head_dim).transpose(1, 2))
+    key, value = key_value.view(batch, length, 2, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    dropout = attn.attn_drop.p if attn.training else 0.0
+    out = F.scaled_dot_product_attention(query, attn.k_norm(key), value, dropout_p=dropout)
+    out = attn.proj_drop(attn.proj(out.transpose(1, 2).reshape(batch, count, width)))
+    rows = joint[:, -count:] + block.drop_path1(block.ls1(out))
+    return rows + block.drop_path2(block.ls2(block.mlp(block.norm2(rows))))
+
+
 class GroupingStage(nn.Module):
     """Transformer layers over [tokens; group tokens] followed by a grouping block."""
 

@@ -13,7 +13,7 @@ from torch import nn
 from ..data.captions import with_article
 from .config import TeacherConfig
 from .grouping import compose_assignments, normalize
-from .image_encoder import GroupViTImageEncoder, Grouped
+from .image_encoder import GroupViTImageEncoder, Grouped, last_rows
 from .losses import contrastive_loss, mixed_segmentation_loss, multilabel_contrastive_loss
 from .mixing import MixPlan, make_plan, mix_pixels, mix_tokens, mixed_batch_size, restore_tokens
 from .sync_norm import batch_norm
@@ -148,7 +148,8 @@ class MixReorgTeacher(nn.Module):
             tokens_mixed = mix_tokens(tokens_orig[:mixed], plan)
         else:
             tokens_mixed = encoder.context(encoder.embed(mix_pixels(images[:mixed], plan, self.cfg.image.patch_size)))
-        joint_orig, joint_mixed = self._first_stage_layers(tokens_orig, tokens_mixed)
+        joint_orig, joint_mixed, groups_restored = self._first_stage_layers(
+            tokens_orig, tokens_mixed, plan if mixing.restoration else None)
 
         stage = encoder.first_stage
         mixed_tokens = stage.split(joint_mixed)[0]
@@ -162,8 +163,9 @@ class MixReorgTeacher(nn.Module):
         terms["segmentation"] = mixed_segmentation_loss(token_embeddings, text, plan.source, scale)
         loss = mixing.contrastive_weight * terms["contrastive"] + mixing.seg_weight * terms["segmentation"]
         if mixing.restoration:
-            # Fresh group tokens (stage.start) regroup the restored images: nothing of the original branch leaks in.
-            grouped_restored = encoder.finish(stage.start(restore_tokens(mixed_tokens, plan)))
+            # The restored images regroup with group tokens of their own that went through the stage-1 layers beside
+            # them: nothing of the original branch leaks in.
+            grouped_restored = encoder.finish(torch.cat([restore_tokens(mixed_tokens, plan), groups_restored], dim=1))
             terms["restoration"] = contrastive_loss(self.image_embedding(grouped_restored), text[:mixed], scale)
             loss = loss + mixing.restore_weight * terms["restoration"]
         return self._with_keywords({"loss": loss, **terms}, image, stage.split(joint_orig)[0], keywords)
@@ -190,15 +192,21 @@ class MixReorgTeacher(nn.Module):
         return {**terms, "loss": terms["loss"] + self.cfg.keyword_weight * term, "keywords": term}
 
     def _first_stage_layers(
-        self, tokens_orig: torch.Tensor, tokens_mixed: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, tokens_orig: torch.Tensor, tokens_mixed: torch.Tensor, plan: MixPlan | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Stage-1 layers on the original and mixed images in lock-step; with progressive mixing each mixed image's
         patch tokens are enhanced, before every layer, by the mean original feature of its mix group (the mixed
-        images are made of the first `len(tokens_mixed)` originals)."""
+        images are made of the first `len(tokens_mixed)` originals).
+
+        Given the mixing `plan` (restoration), a third set of group tokens goes through the same layers beside the
+        restored images, i.e. each layer's input mixed patch tokens put back in source order, as the original
+        branch's group tokens go beside its patches; only those group tokens are kept, (N_mixed, G, D), third in the
+        returned (joint_orig, joint_mixed, groups_restored), else None."""
         stage = self.image_encoder.first_stage
         group_size = self.cfg.mixing.images
         num_tokens, mixed = tokens_orig.shape[1], tokens_mixed.shape[0]
         joint_orig, joint_mixed = stage.start(tokens_orig), stage.start(tokens_mixed)
+        groups_restored = None if plan is None else stage.split(joint_mixed)[1]
         for index, block in enumerate(stage.blocks):
             if self.progressive_gates is not None:
                 context = joint_orig[:mixed, :num_tokens].mean(dim=1)
@@ -207,5 +215,8 @@ class MixReorgTeacher(nn.Module):
                 joint_mixed = torch.cat(
                     [joint_mixed[:, :num_tokens] + delta[:, None], joint_mixed[:, num_tokens:]], dim=1
                 )
+            if groups_restored is not None:
+                restored = torch.cat([restore_tokens(joint_mixed[:, :num_tokens], plan), groups_restored], dim=1)
+                groups_restored = last_rows(block, restored, groups_restored.shape[1])
             joint_orig, joint_mixed = block(joint_orig), block(joint_mixed)
-        return joint_orig, joint_mixed
+        return joint_orig, joint_mixed, groups_restored
