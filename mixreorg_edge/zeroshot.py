@@ -128,7 +128,8 @@ def predict_label_map(
     model: DenseModel, head: VocabularyHead, image: Image.Image, protocol: ZeroShotProtocol,
     max_bytes: int = 256 * 2**20,
 ) -> np.ndarray:
-    """PIL image of any size -> (H, W) label-set indices at the image's own resolution.
+    """PIL image of any size -> (H, W) label-set indices at the image's own resolution (the background rule's
+    image-level statistics taken at the protocol's resized scale).
 
     Upsampled logits larger than `max_bytes` (a 12-megapixel photo with ADE20K's 150 classes: 7 GB) are made and
     labelled in bands of rows, with the same bilinear weights."""
@@ -136,7 +137,7 @@ def predict_label_map(
     channels, height, width = logits.shape[1], image.height, image.width
     if channels * height * width * 4 <= max_bytes:
         upsampled = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-        return head.labels(upsampled)[0].cpu().numpy().astype(np.int64)
+        return head.labels(upsampled, logits)[0].cpu().numpy().astype(np.int64)
     row_weights = bilinear_weights(height, logits.shape[2]).to(logits.device)
     column_weights = bilinear_weights(width, logits.shape[3]).to(logits.device)
     band = max(1, max_bytes // (channels * width * 4))
@@ -144,7 +145,7 @@ def predict_label_map(
     for top in range(0, height, band):
         rows = row_weights[top : top + band]
         upsampled = torch.einsum("yh,vhw,xw->vyx", rows, logits[0], column_weights)
-        labels[top : top + len(rows)] = head.labels(upsampled[None])[0].cpu().numpy()
+        labels[top : top + len(rows)] = head.labels(upsampled[None], logits)[0].cpu().numpy()
     return labels
 
 
@@ -184,12 +185,16 @@ def evaluate_settings(
         pixels = resized_input(image, protocol, device)
         raw = sliding_window_logits(model, head, pixels, protocol.window, protocol.stride)
         size = (image.height, image.width)
-        logits = {refined: F.interpolate(
-            refine_logits(pixels, raw, protocol.refinement) if refined else raw,
-            size=size, mode="bilinear", align_corners=False).cpu() for refined in {r for _, r in settings}}
+        resized = {refined: refine_logits(pixels, raw, protocol.refinement) if refined else raw
+                   for refined in {r for _, r in settings}}
+        logits = {refined: F.interpolate(value, size=size, mode="bilinear", align_corners=False).cpu()
+                  for refined, value in resized.items()}
+        resized = {refined: value.cpu() for refined, value in resized.items()}
         target = torch.from_numpy(mask.astype(np.int64))
         for (bias, refined), metric in metrics.items():
-            metric.update(head.labels(head.shift_background(logits[refined], bias))[0], target)
+            labels = head.labels(head.shift_background(logits[refined], bias),
+                                 head.shift_background(resized[refined], bias))  # the image's at the resized scale
+            metric.update(labels[0], target)
     return {(bias, refined): _scores(metric, dataset, protocol, refined, templates, bias)
             for (bias, refined), metric in metrics.items()}
 

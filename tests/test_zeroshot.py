@@ -27,17 +27,21 @@ def test_bilinear_weights_are_interpolates(source: tuple[int, int], target: tupl
     assert torch.allclose(banded, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("background_words, threshold", [(["sky", "grass"], 0.0), ([], 0.95)])
 @pytest.mark.parametrize("refine_iterations", [0, 3])
 def test_large_label_maps_are_made_in_bands_with_the_same_result(
-    tiny_teacher_run: Path, refine_iterations: int
+    tiny_teacher_run: Path, refine_iterations: int, background_words: list[str], threshold: float
 ) -> None:
+    """Bands of rows label as the whole image does (GroupViT's fixed threshold: with the whole image's statistics)."""
     model, config = load_model(tiny_teacher_run)
-    head = VocabularyHead(build_vocabulary(model, ["background", "car", "tree"], ["sky", "grass"], "simple"))
+    classes = ["background", "car", "tree", "house", "boat", "fish", "sun", "cup"]  # more than the 5 kept
+    head = VocabularyHead(build_vocabulary(model, classes, background_words, "simple", threshold))
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (90, 141, 3), dtype=np.uint8))
     protocol = ZeroShotProtocol(short_side=32, window=32, stride=16, refinement=MaskRefinement(refine_iterations))
     whole = predict_label_map(model, head, image, protocol)
-    banded = predict_label_map(model, head, image, protocol, max_bytes=5 * 141 * 4 * 7)  # 7 rows a band
+    channels = head.classifier.out_channels
+    banded = predict_label_map(model, head, image, protocol, max_bytes=channels * 141 * 4 * 7)  # 7 rows a band
     assert whole.shape == banded.shape == (90, 141)
     assert (whole == banded).mean() > 0.999  # float rounding may flip a near-tie
 

@@ -68,7 +68,8 @@ class SegmentationModel(nn.Module):
     """Deployable segmenter with a baked vocabulary: dense embeddings -> vocabulary logits (1x1 conv) -> bilinear
     upsample to the input size -> label-set scores (background rule).
 
-    `output="scores"`: (B, C, H, W) label-set probabilities; `output="labels"`: (B, H, W) int64 argmax."""
+    `output="scores"`: (B, C, H, W) label-set scores (probabilities; GroupViT's scores under a fixed background
+    threshold, see head.py); `output="labels"`: (B, H, W) int64 argmax."""
 
     def __init__(self, model: nn.Module, vocabulary: Vocabulary, output: str = "scores") -> None:
         super().__init__()

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 from typing import Any
 
+from ..head import TOP_CLASSES
 from ..vocab import Vocabulary
 
 FORMAT_VERSION = 1
@@ -19,10 +20,14 @@ EMBEDDINGS_TO_LABELS = (
     "logits[v, y, x] = logit_scale * sum_e(vocabulary.embeddings[v][e] * embeddings[0, e, y, x]) + bias[v], "
     "bias[v] = background_bias for the background words (the entries after the foreground classes), else 0; "
     "upsample logits bilinearly (align_corners=false, half-pixel centres) from (h, w) to the input's (H, W); "
-    "per pixel: best = max over the foreground entries (ties: the first); with background words, background wins "
-    "where logsumexp(logits of the background words) > best; without them, with a background_threshold t > 0, "
-    "where softmax over the foreground entries gives best a probability < t; "
-    "label = background_index where background wins, else the foreground entry's label index "
+    "with background words: per pixel best = max over the foreground entries (ties: the first), and background wins "
+    "where logsumexp(logits of the background words) > best; "
+    "without them, with a background_threshold t (GroupViT's rule): kept = the top_classes (5) foreground entries "
+    "with the highest mean logit over all pixels of the image (ties: the first), "
+    "score[c] = softmax over the kept entries (0 for the others) x softmax over all foreground entries, "
+    "per pixel best = max over c of score[c] (ties: the first), and background wins where best < min(t, the "
+    "largest score[c] anywhere in the image); "
+    "label = background_index where background wins, else the best foreground entry's label index "
     "(its position in `labels`)"
 )
 
@@ -44,7 +49,7 @@ def background_record(vocabulary: Vocabulary) -> dict[str, Any]:
         return {"rule": "background words", "index": vocabulary.background_index,
                 "words": vocabulary.background_words, "bias": vocabulary.background_bias}
     return {"rule": "threshold", "index": vocabulary.background_index,
-            "threshold": vocabulary.background_threshold}
+            "threshold": vocabulary.background_threshold, "top_classes": TOP_CLASSES}
 
 
 def vocabulary_json(vocabulary: Vocabulary) -> dict[str, Any]:
