@@ -211,9 +211,11 @@ function axisWeights(out, inp) {
 }
 
 // `embeddings` (1, E, h, w) -> label indices at (H, W): the rule metadata.json's `embeddings_to_labels` states,
-// over the ticked foreground entries only.
-function embeddingLabels(embeddings, [, dim, h, w], vocabulary, active, [H, W]) {
-  const nForeground = vocabulary.foreground.length;
+// over the ticked foreground entries only. With background words: background where their logsumexp beats the best
+// foreground logit. Without them, with a threshold: GroupViT's rule (top classes, product of softmaxes, threshold
+// capped at the image's best score).
+function embeddingLabels(embeddings, [, dim, h, w], vocabulary, active, [H, W], topClasses) {
+  const nForeground = vocabulary.foreground.length, nActive = active.length;
   const entries = [...active, ...vocabulary.background_words.map((_, k) => nForeground + k)];
   const plane = h * w, logits = entries.map(() => new Float64Array(plane));
   entries.forEach((entry, n) => {
@@ -227,38 +229,72 @@ function embeddingLabels(embeddings, [, dim, h, w], vocabulary, active, [H, W]) 
   });
   const ys = axisWeights(H, h), xs = axisWeights(W, w);
   const background = vocabulary.background_index;
-  const threshold = vocabulary.background_threshold || 0;
-  const logThreshold = threshold > 0 ? Math.log(threshold) : -Infinity;
-  const value = new Float64Array(entries.length), labels = new Int32Array(H * W);
+  const groupvit = background != null && !vocabulary.background_words.length;
+  const kept = groupvit ? keptClasses(logits.slice(0, nActive), ys, xs, [h, w], Math.min(topClasses, nActive)) : null;
+  const value = new Float64Array(entries.length), labels = new Int32Array(H * W), bestScore = new Float64Array(H * W);
+  let imageBest = -Infinity;
   for (let y = 0; y < H; y++) {
     const y0 = ys.low[y] * w, y1 = ys.high[y] * w, fy = ys.frac[y];
     for (let x = 0; x < W; x++) {
-      const x0 = xs.low[x], x1 = xs.high[x], fx = xs.frac[x];
+      const x0 = xs.low[x], x1 = xs.high[x], fx = xs.frac[x], p = y * W + x;
       for (let n = 0; n < entries.length; n++) {
         const l = logits[n];
         value[n] = (1 - fy) * ((1 - fx) * l[y0 + x0] + fx * l[y0 + x1]) + fy * ((1 - fx) * l[y1 + x0] + fx * l[y1 + x1]);
       }
-      let best = -Infinity, bestEntry = -1;
-      for (let n = 0; n < active.length; n++) if (value[n] > best) { best = value[n]; bestEntry = active[n]; }
-      let label = background != null && bestEntry >= background ? bestEntry + 1 : bestEntry;
-      if (background != null) {
-        const words = vocabulary.background_words.length;
-        const score = words ? logSumExp(value, active.length, entries.length)
-                            : logSumExp(value, 0, active.length) + logThreshold;
-        if (score > best || bestEntry < 0) label = background;
+      let best = -Infinity, bestN = -1;
+      if (groupvit) {
+        const all = logSumExp(value, 0, nActive), top = logSumExp(value, 0, nActive, kept);
+        for (let n = 0; n < nActive; n++) {
+          const score = kept[n] ? Math.exp(value[n] - top) * Math.exp(value[n] - all) : 0;
+          if (score > best) { best = score; bestN = n; }
+        }
+        bestScore[p] = best;
+        imageBest = Math.max(imageBest, best);
+      } else {
+        for (let n = 0; n < nActive; n++) if (value[n] > best) { best = value[n]; bestN = n; }
       }
-      labels[y * W + x] = label;
+      const entry = bestN < 0 ? -1 : active[bestN];
+      let label = background != null && entry >= background ? entry + 1 : entry;
+      if (background != null && !groupvit && (bestN < 0 || logSumExp(value, nActive, entries.length) > best)) {
+        label = background;
+      }
+      labels[p] = label;
     }
+  }
+  if (groupvit) {
+    const threshold = Math.min(vocabulary.background_threshold, imageBest);
+    for (let p = 0; p < labels.length; p++) if (bestScore[p] < threshold || labels[p] < 0) labels[p] = background;
   }
   return labels;
 }
 
-function logSumExp(values, start, end) {
+// GroupViT's kept classes: the `k` with the highest mean upsampled logit over the image (ties: the first). The mean
+// of a bilinear upsampling is a weighted sum of the (h, w) logits: each weight a row's total times a column's.
+function keptClasses(logits, ys, xs, [h, w], k) {
+  const totals = (axis, size) => {
+    const total = new Float64Array(size);
+    for (let o = 0; o < axis.low.length; o++) {
+      total[axis.low[o]] += 1 - axis.frac[o];
+      total[axis.high[o]] += axis.frac[o];
+    }
+    return total;
+  };
+  const rows = totals(ys, h), columns = totals(xs, w), pixels = ys.low.length * xs.low.length;
+  const means = logits.map((l) => {
+    let sum = 0;
+    for (let i = 0; i < h * w; i++) sum += l[i] * rows[Math.floor(i / w)] * columns[i % w];
+    return sum / pixels;
+  });
+  return means.map((m, i) => means.filter((other, j) => other > m || (other === m && j < i)).length < k);
+}
+
+// log(sum(exp(values[start..end)))), over the entries `mask` keeps when given.
+function logSumExp(values, start, end, mask) {
   let peak = -Infinity;
-  for (let i = start; i < end; i++) peak = Math.max(peak, values[i]);
+  for (let i = start; i < end; i++) if (!mask || mask[i]) peak = Math.max(peak, values[i]);
   if (peak === -Infinity) return -Infinity;
   let sum = 0;
-  for (let i = start; i < end; i++) sum += Math.exp(values[i] - peak);
+  for (let i = start; i < end; i++) if (!mask || mask[i]) sum += Math.exp(values[i] - peak);
   return peak + Math.log(sum);
 }
 
@@ -275,7 +311,7 @@ function toLabels(result) {
   const [H, W] = app.metadata.input.shape.slice(2);
   if (kind === "labels") return Int32Array.from(data, Number);
   if (kind === "scores") return argmaxLabels(data, dims);
-  return embeddingLabels(data, dims, app.vocabulary, app.active, [H, W]);
+  return embeddingLabels(data, dims, app.vocabulary, app.active, [H, W], app.metadata.background?.top_classes ?? 5);
 }
 
 async function render() {
