@@ -276,10 +276,7 @@ def measure(entries: list[Entry], request: BenchmarkRequest, console: Console) -
             try:
                 start_workers(group, example, scratch, f"{size}px", console)
                 running = [entry for entry in group if entry.worker is not None]
-                time_round_robin(running, request.warmup, request.runs, f"{size}px", console)
-                for entry in running:
-                    if entry.row["latency_ms_median"] is not None:
-                        entry.row["threads"] = request.threads
+                time_round_robin(running, request.warmup, request.runs, request.threads, f"{size}px", console)
                 if evaluated:
                     masks = [mask for _, mask in pairs]
                     _evaluate(running, inputs, masks, scratch, len(dataset.classes), request.output, console)
@@ -310,9 +307,11 @@ def _fail(entry: Entry, error: WorkerError) -> None:
     entry.worker = None
 
 
-def time_round_robin(running: list[Entry], warmup: int, runs: int, label: str, console: Console) -> None:
+def time_round_robin(running: list[Entry], warmup: int, runs: int, threads: int | None, label: str,
+                     console: Console) -> None:
     """`warmup` untimed calls per entry, then `runs` rounds that call every entry's child once in turn (each call
-    timed inside its child); per entry the latency statistics, FPS and the child's peak memory go into its row."""
+    timed inside its child); per entry the latency statistics, FPS, the child's peak memory and `threads` (what its
+    runtime was given) go into its row."""
     for entry in running:
         try:
             entry.worker.call("warmup", n=warmup)
@@ -340,7 +339,7 @@ def time_round_robin(running: list[Entry], warmup: int, runs: int, label: str, c
         stats = summarize_times(entry.times)
         entry.row.update(latency_ms_median=stats["median_ms"], latency_ms_p90=stats["p90_ms"],
                          latency_ms_std=stats["std_ms"], fps=round(1000.0 / stats["median_ms"], 1),
-                         runs=len(entry.times), warmup=warmup)
+                         runs=len(entry.times), warmup=warmup, threads=threads)
 
 
 def _evaluate(running: list[Entry], inputs: Path, masks: list[np.ndarray], scratch: Path, num_classes: int,
