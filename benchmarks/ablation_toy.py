@@ -1,19 +1,33 @@
-"""Ablation of MixReorg's components on the toy preset: every variant trains with the same seed, data and step
-budget, then is evaluated zero-shot on the synthetic validation split (objects and context).
+"""Like-for-like ablation of MixReorg's components on the toy preset (issue 31): every rung trains with the same data,
+seeds and budget (equal steps, or equal minutes), is read out both per token and per group, has its background bias
+calibrated and its variant chosen on a tuning split, and is scored on the validation split.
 
-    python benchmarks/ablation_toy.py --data runs/quickstart/data --tune-data runs/quickstart/tune/val --steps 600 --jobs 2
+    python benchmarks/ablation_toy.py --data /tmp/world --tune-data /tmp/world_tune/val --minutes 10 --seeds 0 1 \\
+        --jobs 2 --runs runs/ablation_toy
+    python benchmarks/ablation_toy.py --data /tmp/world --tune-data /tmp/world_tune/val --steps 1200 --seeds 0 1 \\
+        --jobs 2 --runs runs/ablation_toy
 
-With `--tune-data` (a labelled split other than val), every variant's background bias is calibrated there first and
-`miou` is the calibrated `objects` score (`miou_uncalibrated`: at bias 0). Writes
-benchmarks/results/ablation_toy.json: a list of {"variant", "miou", "miou_context", ...} rows.
+Rungs (each adds one component to the one before; ARMS): `baseline` (image-text contrastive and the preset's
+keyword loss), `baseline-groupvit` (GroupViT: keywords matched by the image embedding), `+seg` (the mixed
+segmentation loss on pixel-mixed images), `+contextual` (tokens mixed after 0, 1 or 2 per-image layers: three
+variants), `+progressive` and `full` (restoration), both after 1 per-image layer, the paper's contextual patches
+(`vit-s` mixes there too). Scores: GroupViT's protocol without the preset's mask refinement; `objects` at the bias
+calibrated on the tuning split (`tune_miou` is that split's score there, which chooses each rung's variant; `miou`
+val's), `miou_context` on val. A run already in `--runs` with the same config, seed and finished budget is reused.
+
+Writes one JSON per budget (default benchmarks/results/ablation_toy_<budget>.json): `runs`, one row per run and
+readout; `rungs`, per rung and readout (and `chosen`: the readout chosen on the tuning split too) the variant with the
+best mean tuning score over the seeds, its val scores per seed, their mean and spread; and the host.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -26,133 +40,175 @@ from mixreorg_edge.calibration import calibrate_background_bias
 from mixreorg_edge.checkpoint import load_model_state
 from mixreorg_edge.data.segfolder import SegmentationFolder
 from mixreorg_edge.runs import MODEL_FILE, load_model
-from mixreorg_edge.teacher.ablation import LADDER, VARIANTS, apply_variant
+from mixreorg_edge.teacher.ablation import apply_variant
+from mixreorg_edge.teacher.config import TeacherConfig
 from mixreorg_edge.teacher.presets import get_preset
 from mixreorg_edge.teacher.train import train_teacher
+from mixreorg_edge.training import Budget, TrainConfig
 from mixreorg_edge.zeroshot import ZeroShotProtocol, evaluate, evaluate_biases
 
-RESULTS = Path(__file__).parent / "results" / "ablation_toy.json"
+RESULTS = Path(__file__).parent / "results"
+READOUTS = ("token", "group")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One trained configuration: a rung of the ladder (an ablation variant), at a context depth or the preset's."""
+
+    rung: str
+    context_depth: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.rung if self.context_depth is None else f"{self.rung}@context{self.context_depth}"
+
+    def teacher_config(self) -> tuple[TeacherConfig, TrainConfig]:
+        teacher, train = get_preset("toy")
+        apply_variant(teacher, self.rung)
+        if self.context_depth is not None:
+            teacher.mixing.context_depth = self.context_depth
+        return teacher, train
+
+
+ARMS = (
+    Arm("baseline"), Arm("baseline-groupvit"), Arm("+seg"),
+    Arm("+contextual", 0), Arm("+contextual", 1), Arm("+contextual", 2),
+    Arm("+progressive", 1), Arm("full", 1),
+)
 
 
 def evaluate_with_readout(
-    run: Path, data: Path, readout: str, protocol: ZeroShotProtocol, tune: Path | None = None
+    run: Path, data: Path, tune: Path, readout: str, protocol: ZeroShotProtocol
 ) -> dict[str, float]:
-    """Objects (uncalibrated and, given a tuning split, at the background bias calibrated there) and context mIoU
-    of a run's teacher read out densely with `readout` ("group" or "token")."""
+    """A run's teacher read out densely with `readout`: `objects` on the tuning split at the bias calibrated there,
+    on val at that bias and at 0, and `context` on val."""
     model, _ = load_model(run)
     model.cfg.readout = readout
-    objects = SegmentationFolder(data / "val", "objects")
-    bias = 0.0
-    if tune is not None:
-        bias = calibrate_background_bias(model, SegmentationFolder(tune, "objects"), protocol)["background_bias"]
-    scores = evaluate_biases(model, objects, protocol, (bias, 0.0))  # one pass: calibrated and uncalibrated
-    calibrated, uncalibrated = scores[bias]["miou"], scores[0.0]["miou"]
+    calibration = calibrate_background_bias(model, SegmentationFolder(tune, "objects"), protocol)
+    bias = calibration["background_bias"]
+    scores = evaluate_biases(model, SegmentationFolder(data / "val", "objects"), protocol, (bias, 0.0))
     context = evaluate(model, SegmentationFolder(data / "val", "context"), protocol)["miou"]
-    return {"miou": round(calibrated, 2), "miou_uncalibrated": round(uncalibrated, 2), "background_bias": bias,
+    return {"tune_miou": round(calibration["tune_miou"], 2), "miou": round(scores[bias]["miou"], 2),
+            "miou_uncalibrated": round(scores[0.0]["miou"], 2), "background_bias": bias,
             "miou_context": round(context, 2)}
 
 
-def _finished(run: Path, teacher: dict, steps: int, seed: int) -> bool:
-    """True when `run` already holds this exact variant trained for `steps` steps with `seed` (the evaluation
-    protocol it recorded does not matter: every variant is evaluated with the preset's current sliding window)."""
+def _finished(run: Path, teacher: TeacherConfig, train: TrainConfig) -> bool:
+    """True when `run` already holds this exact configuration trained with the same seed to the end of the same
+    budget (the evaluation protocol it recorded does not matter: every run is scored with the same one here)."""
     try:
         _, config = load_model_state(run / MODEL_FILE)
     except FileNotFoundError:
         return False
     trained = {key: value for key, value in config["teacher"].items() if key != "eval"}
-    wanted = json.loads(json.dumps({key: value for key, value in teacher.items() if key != "eval"}))  # tuples -> lists
-    return trained == wanted and config["step"] == steps and config["train"]["seed"] == seed
+    wanted = json.loads(json.dumps({key: value for key, value in teacher.to_dict().items() if key != "eval"}))
+    recorded = config["train"]
+    same_budget = (recorded.get("steps"), recorded.get("minutes"), recorded["seed"]) == (
+        train.steps, train.minutes, train.seed)
+    return trained == wanted and same_budget and Budget(train).done(config["step"], _last_metrics(run)["elapsed"])
 
 
 def _last_metrics(run: Path) -> dict:
     return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
 
 
-def _read_elapsed(run: Path) -> float:
-    return round(_last_metrics(run)["elapsed"], 1)
-
-
-def _read_final_loss(run: Path) -> float:
-    return round(_last_metrics(run)["loss"], 4)
-
-
-def run_variant(
-    variant: str, data: Path, runs: Path, steps: int, seed: int, threads: int, tune: Path | None = None
-) -> list[dict]:
-    """Train one variant and evaluate it; a variant without mixing (the baselines: no segmentation loss on the
-    tokens) is read out with GroupViT's own group readout, and also with the token readout, which it trains only
-    through the keyword loss. Returns its result rows."""
+def run_arm(arm: Arm, seed: int, budget: dict, data: Path, tune: Path, runs: Path, threads: int) -> list[dict]:
+    """Train (or reuse) one arm with one seed and score it with both readouts: one row per readout."""
     torch.set_num_threads(threads)
-    teacher_cfg, train_cfg = get_preset("toy")
-    apply_variant(teacher_cfg, variant)
-    train_cfg.steps, train_cfg.seed = steps, seed
-    run = runs / variant
-    reused = _finished(run, teacher_cfg.to_dict(), steps, seed)  # a run made earlier (or by `train-teacher`)
+    teacher_cfg, train_cfg = arm.teacher_config()
+    train_cfg.steps, train_cfg.minutes, train_cfg.seed = budget.get("steps"), budget.get("minutes"), seed
+    run = runs / arm.name / f"seed{seed}"
+    reused = _finished(run, teacher_cfg, train_cfg)
     if not reused:
         train_teacher(data / "train", run, teacher_cfg, train_cfg, show_progress=False)
-    # GroupViT's protocol without the preset's mask refinement: the ladder compares what training gives the logits.
     protocol = ZeroShotProtocol(teacher_cfg.eval.short_side, teacher_cfg.eval.window, teacher_cfg.eval.stride)
-    readouts = [teacher_cfg.readout] if teacher_cfg.mixing.enabled else ["group", teacher_cfg.readout]
-    rows = []
-    for readout in dict.fromkeys(readouts):
-        scores = evaluate_with_readout(runs / variant, data, readout, protocol, tune)
-        name = variant if readout == readouts[0] else f"{variant} ({readout} readout)"
-        rows.append({
-            "variant": name,
-            **scores,
-            "readout": readout,
-            "steps": steps,
-            "train_seconds": _read_elapsed(run),
-            "final_loss": _read_final_loss(run),
-            "threads": threads,
-            "run": str(runs / variant),
-            "reused_run": reused,
-        })
-    return rows
+    last = _last_metrics(run)
+    trained = {"rung": arm.rung, "arm": arm.name, "context_depth": teacher_cfg.mixing.context_depth, "seed": seed,
+               "steps": last["step"], "train_seconds": round(last["elapsed"], 1), "final_loss": round(last["loss"], 4),
+               "threads": threads, "run": str(run), "reused_run": reused}
+    return [{**trained, "readout": readout, **evaluate_with_readout(run, data, tune, readout, protocol)}
+            for readout in READOUTS]
+
+
+def _chosen(rows: list[dict]) -> dict:
+    """Among `rows` (one rung, one or all readouts), the (arm, readout) with the best mean tuning score over the seeds,
+    with its val scores per seed, mean and spread (max - min)."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["arm"], row["readout"]), []).append(row)
+    (arm, readout), best = max(groups.items(), key=lambda item: statistics.mean(r["tune_miou"] for r in item[1]))
+    best = sorted(best, key=lambda row: row["seed"])
+    summary = {"arm": arm, "readout": readout, "seeds": [row["seed"] for row in best],
+               "candidates": sorted({name for name, _ in groups})}
+    for key in ("tune_miou", "miou", "miou_context", "steps"):
+        values = [row[key] for row in best]
+        summary[key] = values
+        summary[f"{key}_mean"] = round(statistics.mean(values), 2)
+        summary[f"{key}_spread"] = round(max(values) - min(values), 2)
+    return summary
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per rung (ladder order), the variant chosen on the tuning split for each readout and for both together."""
+    table = []
+    for rung in dict.fromkeys(arm.rung for arm in ARMS):
+        mine = [row for row in rows if row["rung"] == rung]
+        if not mine:
+            continue
+        for readout in (*READOUTS, "chosen"):
+            candidates = mine if readout == "chosen" else [row for row in mine if row["readout"] == readout]
+            table.append({"rung": rung, "for_readout": readout, **_chosen(candidates)})
+    return table
+
+
+def _budget(args: argparse.Namespace) -> tuple[dict, str]:
+    if (args.steps is None) == (args.minutes is None):
+        raise SystemExit("give --steps N or --minutes M (one budget per run of this script, one JSON each)")
+    if args.steps is not None:
+        return {"steps": args.steps}, f"{args.steps}steps"
+    return {"minutes": args.minutes}, f"{args.minutes:g}min"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="synthetic world (train/ shards + val/ folder)")
+    parser.add_argument("--tune-data", type=Path, required=True,
+                        help="labelled tuning split (not val): background calibration and the choice of variants")
+    parser.add_argument("--steps", type=int, default=None, help="equal steps: training steps per run")
+    parser.add_argument("--minutes", type=float, default=None, help="equal time: training minutes per run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--arms", nargs="+", default=[arm.name for arm in ARMS], choices=[arm.name for arm in ARMS],
+                        help="a subset of the ladder (default: all)")
     parser.add_argument("--runs", type=Path, default=Path("runs/ablation_toy"), help="where the runs go")
-    parser.add_argument("--steps", type=int, default=600, help="training steps per variant (same for all)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--variants", nargs="+", default=[*LADDER, "baseline-groupvit", "full-context1"],
-                        choices=list(VARIANTS))
-    parser.add_argument("--jobs", type=int, default=1, help="variants trained at once (threads split between them)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (threads split between them)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per job (default: cores / jobs)")
-    parser.add_argument("--tune-data", type=Path, default=None,
-                        help="labelled tuning split: calibrate every variant's background bias there (default: none)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/ablation_toy_<budget>.json")
     args = parser.parse_args()
+    budget, tag = _budget(args)
+    out = args.out or RESULTS / f"ablation_toy_{tag}.json"
+    arms = [arm for arm in ARMS if arm.name in args.arms]
 
     threads = args.threads or max(1, torch.get_num_threads() // args.jobs)
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-        futures = [
-            pool.submit(run_variant, v, args.data, args.runs, args.steps, args.seed, threads, args.tune_data)
-            for v in args.variants
-        ]
+        futures = [pool.submit(run_arm, arm, seed, budget, args.data, args.tune_data, args.runs / tag, threads)
+                   for arm in arms for seed in args.seeds]
         rows = [row for future in futures for row in future.result()]
+    rungs = summarise(rows)
 
-    shown = [{"variant": row["variant"], "readout": row["readout"], "objects mIoU": f"{row['miou']:.2f}",
-              "uncalibrated": f"{row['miou_uncalibrated']:.2f}", "bias": f"{row['background_bias']:g}",
-              "context mIoU": f"{row['miou_context']:.2f}", "steps": row["steps"],
-              "train s": f"{row['train_seconds']:.0f}", "final loss": f"{row['final_loss']:.3f}"} for row in rows]
-    print_rows(f"MixReorg ablation, toy preset, {args.steps} steps, seed {args.seed}", shown)
-    by_name = {row["variant"]: row for row in rows}
-    if "full" in by_name:
-        for baseline in (name for name in by_name if name.startswith("baseline")):
-            margin = by_name["full"]["miou"] - by_name[baseline]["miou"]
-            Console().print(f"full - {baseline}: {margin:+.2f} mIoU (target: >= +5)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=2) + "\n")
-    meta = {**host_info(), "cpu_threads": torch.get_num_threads(),
-            "seconds": round(time.perf_counter() - started, 1), "steps": args.steps, "seed": args.seed,
-            "data": str(args.data), "tune_data": None if args.tune_data is None else str(args.tune_data),
-            "reused_runs": sorted({row["run"] for row in rows if row["reused_run"]})}
-    args.out.with_name(args.out.stem + "_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    Console().print(f"wrote {args.out}")
+    shown = [{"rung": row["rung"], "readout": row["for_readout"], "chosen": f"{row['arm']}, {row['readout']}",
+              "tune objects": f"{row['tune_miou_mean']:.2f}",
+              "val objects": f"{row['miou_mean']:.2f} ± {row['miou_spread'] / 2:.2f}",
+              "val context": f"{row['miou_context_mean']:.2f}", "steps": f"{row['steps_mean']:.0f}"} for row in rungs]
+    what = f"{budget['steps']} steps" if "steps" in budget else f"{budget['minutes']:g} minutes"
+    print_rows(f"MixReorg ablation, toy preset, {what}, seeds {args.seeds} (val mean ± half the seeds' spread)", shown)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {"budget": budget, "seeds": args.seeds, "data": str(args.data), "tune_data": str(args.tune_data),
+              "protocol": "GroupViT's (no mask refinement), objects calibrated on the tuning split",
+              "host": {**host_info(), "threads_per_job": threads, "jobs": args.jobs},
+              "seconds": round(time.perf_counter() - started, 1), "rungs": rungs, "runs": rows}
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    Console().print(f"wrote {out}")
 
 
 if __name__ == "__main__":

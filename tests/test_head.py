@@ -88,7 +88,9 @@ HAND_SCORES = [[4 / 85.5, 1 / 85.5, 1 / 85.5, 1 / 85.5, 0, 16 / 85.5], [1 / 30] 
     (0.02, [6, 1, 1], [0, 0, 0]),  # every pixel reaches 0.02; pixel 3 is a, not its argmax e (not kept)
     (0.95, [6, 0, 0], [0, 1, 1]),  # 0.95 is capped at the image's best, 0.187: pixel 1 keeps f
 ])
-def test_fixed_threshold_is_groupvits_rule_by_hand(threshold: float, expected: list[int], background: list[int]) -> None:
+def test_fixed_threshold_is_groupvits_rule_by_hand(
+    threshold: float, expected: list[int], background: list[int]
+) -> None:
     head = VocabularyHead(Vocabulary(["background", "a", "b", "c", "d", "e", "f"], [], torch.eye(6), 1.0, threshold))
     logits = torch.tensor(HAND_WEIGHTS).log().T[None, :, None, :]  # (1, 6, 1, 3)
     assert head.labels(logits)[0, 0].tolist() == expected

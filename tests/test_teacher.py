@@ -71,6 +71,22 @@ def test_context_layers_come_from_stage_one_budget() -> None:
     assert len(deep.image_encoder.context_blocks) == 1
 
 
+@pytest.mark.parametrize("variant", ["+contextual", "full"])
+def test_all_of_stage_one_can_be_context(variant: str) -> None:
+    """context_depth = stage 1's depth (the ablation's deepest contextual rung): no stage-1 layer runs after mixing,
+    the group tokens meet the patches in the grouping block; one more is refused."""
+    cfg = apply_variant(tiny_teacher_config(), variant)
+    cfg.mixing.context_depth = cfg.image.depths[0]
+    model = MixReorgTeacher(cfg)
+    assert not model.image_encoder.first_stage.blocks
+    tokens = model.tokenize(["a photo of a car", "a tree on grass", "a fish in water", "a sun in the sky"])
+    losses = model.training_losses(torch.randn(4, 3, 32, 32), tokens)
+    losses["loss"].backward()
+    cfg.mixing.context_depth += 1
+    with pytest.raises(ValueError, match="context_depth must be in"):
+        MixReorgTeacher(cfg)
+
+
 @pytest.mark.parametrize("stem", ["conv", "resnet", "patch"])
 @pytest.mark.parametrize("readout", ["group", "token"])
 def test_dense_embeddings_follow_the_token_grid(readout: str, stem: str) -> None:

@@ -19,7 +19,6 @@ VARIANTS: dict[str, dict] = {
         "enabled": True, "contextual": True, "context_depth": 1, "progressive": True, "restoration": True,
     },
 }
-LADDER = ("baseline", "+seg", "+contextual", "+progressive", "full")
 TEACHER_FIELDS = ("keyword_pooling",)
 
 

@@ -84,8 +84,8 @@ class GroupViTImageEncoder(nn.Module):
         super().__init__()
         if len(cfg.depths) != len(cfg.group_tokens) + 1 or len(cfg.group_tokens) != len(cfg.output_groups):
             raise ValueError("depths must have one entry more than group_tokens/output_groups")
-        if not 0 <= context_depth < cfg.depths[0]:
-            raise ValueError(f"context_depth must be in [0, {cfg.depths[0]}), got {context_depth}")
+        if not 0 <= context_depth <= cfg.depths[0]:  # all of stage 1: group tokens meet the patches when grouping
+            raise ValueError(f"context_depth must be in [0, {cfg.depths[0]}], got {context_depth}")
         if cfg.width <= 0 or cfg.width % cfg.heads:
             raise ValueError(f"image width must be a positive multiple of its {cfg.heads} heads, got {cfg.width}")
         self.cfg = cfg
