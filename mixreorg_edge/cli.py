@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
@@ -93,17 +94,30 @@ def _override(config: ConfigT, **values: object) -> ConfigT:
     return config
 
 
+_DATA_HELP = ("Shards: a directory of WebDataset .tar files (key.jpg + key.txt) or its parent, a brace pattern "
+              "('/data/cc12m/{00000..01242}.tar') or a text file listing shards.")
+_AUTO_RESUME_HELP = ("Resume the run in --out if it has a checkpoint, else start it (for re-queued cluster jobs; "
+                     "what other tools call --resume auto).")
+_BAD_SHARDS_HELP = "Missing or unreadable shards skipped before the run stops (default: 1 % of the shards named)."
+_TENSORBOARD_HELP = "Also write TensorBoard event files in OUT/tensorboard (needs: pip install tensorboard)."
+
+
 @app.command("train-teacher")
 @_user_errors
 def train_teacher_cmd(
-    data: Path = typer.Option(..., "--data", help="Directory of WebDataset shards (key.jpg + key.txt), or its parent."),
+    data: Path = typer.Option(..., "--data", help=_DATA_HELP),
     preset: str = typer.Option("toy", "--preset", help="toy | vit-s"),
     out: Path = typer.Option(..., "--out", help="Run directory to create (or resume)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Train for N optimizer steps."),
     minutes: Optional[float] = typer.Option(None, "--minutes", help="Train for M minutes of training time."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Override the preset's batch size."),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", help="Override the preset's batch size (per process under torchrun)."),
     save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    auto_resume: bool = typer.Option(False, "--auto-resume", help=_AUTO_RESUME_HELP),
+    workers: int = typer.Option(0, "--workers", help="DataLoader processes decoding batches ahead (per process)."),
+    max_bad_shards: Optional[int] = typer.Option(None, "--max-bad-shards", help=_BAD_SHARDS_HELP),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help=_TENSORBOARD_HELP),
     init_image: Optional[Path] = typer.Option(None, "--init-image", help="Local timm/DeiT ViT checkpoint."),
     init_from: Optional[Path] = typer.Option(
         None, "--init-from", help="Continue training a teacher run's weights (its architecture and keywords; "
@@ -123,11 +137,15 @@ def train_teacher_cmd(
         "narrower runs more steps in the same time."
     ),
 ) -> None:
-    """Train the MixReorg teacher on image-caption shards."""
+    """Train the MixReorg teacher on image-caption shards (on many processes: torchrun --nproc_per_node N -m
+    mixreorg_edge.cli train-teacher ...)."""
     check_output_folder(out, "--out")
     from .teacher.ablation import apply_variant
     from .teacher.presets import get_preset
     from .teacher.train import train_teacher
+    from .training import has_checkpoint
+
+    resume = resume or (auto_resume and has_checkpoint(out))
 
     if steps is not None and minutes is not None:
         raise ValueError("give --steps or --minutes, not both")
@@ -151,13 +169,15 @@ def train_teacher_cmd(
         console.print("no --steps/--minutes given: training for 1000 steps")
     _override(train_cfg, batch_size=batch_size, save_every=save_every, seed=seed, lr=lr)
     result = train_teacher(
-        data, out, teacher_cfg, train_cfg, resume=resume, init_image=init_image, init_from=init_from
+        data, out, teacher_cfg, train_cfg, resume=resume, init_image=init_image, init_from=init_from,
+        workers=workers, max_bad_shards=max_bad_shards, tensorboard=tensorboard,
     )
     console.print(
         f"trained {result.steps} steps in {result.seconds / 60:.1f} min, final loss {result.final_loss:.3f}, "
         f"{result.metrics['corrupt_images']} corrupt images skipped -> [bold]{result.run}[/]"
     )
     _warn_truncated(result.metrics["truncated_shards"])
+    _warn_bad_shards(result.metrics["bad_shards"])
 
 
 def _warn_unseen(model: Path, classes: list[str], background_words: list[str]) -> None:
@@ -168,6 +188,11 @@ def _warn_unseen(model: Path, classes: list[str], background_words: list[str]) -
     line = unseen_warning(model, [*classes, *background_words])
     if line:
         console.print(f"[yellow]warning:[/] {line}")
+
+
+def _warn_bad_shards(shards: int) -> None:
+    if shards:
+        console.print(f"[yellow]warning:[/] {shards} shard(s) missing or unreadable were skipped (--max-bad-shards)")
 
 
 def _warn_truncated(shards: int) -> None:
@@ -275,12 +300,13 @@ def calibrate_cmd(
 def distill_cmd(
     teacher: Path = typer.Option(..., "--teacher", help="Teacher run directory."),
     student: str = typer.Option("mobilevit", "--student", help="family[:size], e.g. mobilevit:xxs"),
-    data: Path = typer.Option(..., "--data", help="Directory of WebDataset shards (images are enough)."),
+    data: Path = typer.Option(..., "--data", help=_DATA_HELP + " Images are enough."),
     out: Path = typer.Option(..., "--out", help="Student run directory to create (or resume)."),
     steps: Optional[int] = typer.Option(
         None, "--steps", help="Optimizer steps (default: 4000). With --resume: the run's own unless given."
     ),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step (default: 64)."),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", help="Images per step, per process under torchrun (default: 64)."),
     images: Optional[int] = typer.Option(
         None, "--images", help="Images whose teacher targets are cached and used (default: 20000)."
     ),
@@ -299,10 +325,17 @@ def distill_cmd(
         None, "--cache-dir", help="Where the teacher's targets are cached (default: TEACHER/cache; ~1 GB per image set)."
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    auto_resume: bool = typer.Option(False, "--auto-resume", help=_AUTO_RESUME_HELP),
+    max_bad_shards: Optional[int] = typer.Option(None, "--max-bad-shards", help=_BAD_SHARDS_HELP),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help=_TENSORBOARD_HELP),
 ) -> None:
-    """Distil a teacher into a mobile student (dense feature + logit distillation; no labels, no captions)."""
+    """Distil a teacher into a mobile student (dense feature + logit distillation; no labels, no captions); on many
+    processes: torchrun --nproc_per_node N -m mixreorg_edge.cli distill ...)."""
     check_output_folder(out, "--out")
     from .distill.train import DistillConfig, default_train_config, distill
+    from .training import has_checkpoint
+
+    resume = resume or (auto_resume and has_checkpoint(out))
 
     train_cfg = _override(default_train_config(), steps=steps, batch_size=batch_size, seed=seed)
     if resume:  # the run keeps its saved budget unless --steps is given
@@ -310,7 +343,7 @@ def distill_cmd(
     distill_cfg = _override(DistillConfig(), images=images, feature_weight=feature_weight, logit_weight=logit_weight,
                             temperature=temperature, vocabulary=vocabulary)
     result = distill(teacher, student, data, out, train_cfg, distill_cfg, resume=resume, cache_dir=cache_dir,
-                     backbone_weights=backbone_weights)
+                     backbone_weights=backbone_weights, max_bad_shards=max_bad_shards, tensorboard=tensorboard)
     used = json.loads((result.run / "config.json").read_text())["distill"]["images"]
     if images is not None and used < images:
         console.print(f"[yellow]warning:[/] --images {images}: the data holds {used} images; all of them were used "
@@ -322,6 +355,7 @@ def distill_cmd(
         f"-> [bold]{result.run}[/]"
     )
     _warn_truncated(result.metrics["truncated_shards"])
+    _warn_bad_shards(result.metrics["bad_shards"])
 
 
 vocab_app = typer.Typer(help="Vocabularies: class names -> teacher text embeddings, saved once.", no_args_is_help=True)
@@ -660,6 +694,8 @@ def _print_scores(scores: dict) -> None:
 
 
 def main() -> None:
+    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun, rank 0 alone speaks
+        console.quiet = err_console.quiet = True
     app()
 
 

@@ -24,24 +24,30 @@ def _inputs() -> dict[str, torch.Tensor]:
     source = torch.stack([torch.randperm(2, generator=g) for _ in range(L)], dim=1).repeat(N // 2, 1)
     source = source + (torch.arange(N) // 2 * 2)[:, None]  # mixing groups of 2 consecutive images
     return {"image": normed(N, E), "text": normed(N, E), "tokens": normed(N, L, E), "prompts": normed(U, E),
-            "targets": (torch.rand(N, U, generator=g) < 0.4).float(), "source": source, "raw": torch.randn(N, E, generator=g)}
+            "targets": (torch.rand(N, U, generator=g) < 0.4).float(), "source": source,
+            "raw": torch.randn(N, E, generator=g),
+            "maps": 3 + torch.randn(N, 3, 2, 2, generator=g)}
 
 
 def _losses(x: dict[str, torch.Tensor], rows: slice) -> dict[str, torch.Tensor]:
     """Every loss of the rows `rows` of the batch (the whole batch in one process, a rank's half in two)."""
-    leaves = {k: x[k][rows].clone().requires_grad_() for k in ("image", "text", "tokens", "raw")}
+    leaves = {k: x[k][rows].clone().requires_grad_() for k in ("image", "text", "tokens", "raw", "maps")}
     prompts = x["prompts"].clone().requires_grad_()
     scale = torch.tensor(10.0)
     source = x["source"][rows] - x["source"][rows].min()  # indices within this rank's batch
     normed = batch_norm(leaves["raw"], None, None, True, 0.1, 1e-5, across_ranks=True)
+    running = torch.zeros(3), torch.ones(3)
+    maps = batch_norm(leaves["maps"], *running, True, 0.1, 1e-5, across_ranks=True)  # a conv layer's BatchNorm
     losses = {"contrastive": contrastive_loss(leaves["image"], leaves["text"], scale),
               "segmentation": mixed_segmentation_loss(leaves["tokens"], leaves["text"], source, scale),
               "keywords": multilabel_contrastive_loss(leaves["tokens"], prompts, x["targets"][rows], scale),
-              "norm": (normed * torch.linspace(-1, 1, E)).pow(3).mean()}
+              "norm": (normed * torch.linspace(-1, 1, E)).pow(3).mean(),
+              "norm2d": (maps * torch.linspace(-1, 1, 4).view(2, 2)).pow(3).mean()}
     total = sum(losses.values())
     total.backward()
     grads = {k: v.grad for k, v in leaves.items()} | {"prompts": prompts.grad}
-    return {k: v.detach() for k, v in losses.items()} | {f"grad_{k}": v for k, v in grads.items()}
+    return ({k: v.detach() for k, v in losses.items()} | {f"grad_{k}": v for k, v in grads.items()}
+            | {"running_mean": running[0], "running_var": running[1]})
 
 
 def _rank(rank: int, port: int, out: str) -> None:
@@ -64,10 +70,10 @@ def test_two_ranks_compute_the_loss_and_gradients_of_the_global_batch(tmp_path: 
     mp.spawn(_rank, args=(_free_port(), str(tmp_path)), nprocs=WORLD)
     one = _losses(_inputs(), slice(None))
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
-    for name in ("contrastive", "segmentation", "keywords", "norm"):
-        mean = sum(r[name] for r in ranks) / WORLD  # what DDP optimises
+    for name in ("contrastive", "segmentation", "keywords", "norm", "norm2d", "running_mean", "running_var"):
+        mean = sum(r[name] for r in ranks) / WORLD  # what DDP optimises (the running statistics: alike on every rank)
         torch.testing.assert_close(mean, one[name], rtol=1e-5, atol=1e-6, msg=name)
-    for name in ("image", "text", "tokens", "raw"):
+    for name in ("image", "text", "tokens", "raw", "maps"):
         # each rank's gradient, divided by the world size as DDP's averaging does, is the global batch's
         gathered = torch.cat([r[f"grad_{name}"] for r in ranks]) / WORLD
         torch.testing.assert_close(gathered, one[f"grad_{name}"], rtol=1e-4, atol=1e-6, msg=name)

@@ -184,3 +184,57 @@ def test_truncated_shard_keeps_its_complete_samples(tmp_path: Path, fraction: fl
     assert 1 < len(shards) <= 5  # at 0.9 only the end-of-archive blocks are cut
     captions = [shards.read(i)[1] for i in range(len(shards))]
     assert captions == [f"caption {i}" for i in range(len(shards) - 1)] + ["caption 4"]
+
+
+def test_data_is_a_brace_pattern_or_a_list_of_shards(data: Path) -> None:
+    """`--data /data/cc12m/{00000..01242}.tar` (webdataset's convention) or a text file naming one shard a line."""
+    pattern = find_shards(f"{data}/{{00000..00001}}.tar")
+    assert pattern == [data / "00000.tar", data / "00001.tar"]
+    listing = data / "shards.txt"
+    listing.write_text("# the training shards\n00001.tar\n\n" + str(data / "00000.tar") + "\n")
+    assert find_shards(listing) == [data / "00001.tar", data / "00000.tar"]
+    assert len(ImageTextShards(f"{data}/{{00000..00001}}.tar")) == len(ImageTextShards(listing)) == 12
+    listing.write_text("# nothing\n")
+    with pytest.raises(ShardIndexError, match="names no shard"):
+        find_shards(listing)
+
+
+def test_missing_and_unreadable_shards_are_skipped_up_to_the_limit(data: Path) -> None:
+    (data / "00002.tar").write_bytes(b"not a tar file at all" * 40)
+    pattern = f"{data}/{{00000..00003}}.tar"  # 00003.tar does not exist
+    shards = ImageTextShards(pattern, max_bad_shards=2)
+    assert len(shards) == 12 and shards.shards == [data / "00000.tar", data / "00001.tar"]
+    assert [path.name for path, _ in shards.bad_shards] == ["00002.tar", "00003.tar"]
+    assert "No such file" in shards.bad_shards[1][1]
+    with pytest.raises(ShardIndexError, match=r"more than 1 of 4 shards are missing or unreadable.*00003.tar"):
+        ImageTextShards(pattern, max_bad_shards=1)
+    with pytest.raises(ShardIndexError, match="more than 0 of 4"):  # the default: 1 % of the shards named
+        ImageTextShards(pattern)
+
+
+def test_ranks_read_disjoint_shares_of_the_one_process_batch(data: Path) -> None:
+    shards = ImageTextShards(data)
+    whole = CaptionBatches(shards, batch_size=4, image_size=SIZE, seed=3)
+    ranks = [CaptionBatches(shards, batch_size=2, image_size=SIZE, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    for step in range(5):  # across an epoch boundary (12 samples, 4 a step)
+        images, captions = whole.batch(step)
+        parts = [rank.batch(step) for rank in ranks]
+        assert parts[0][1] + parts[1][1] == captions and not set(parts[0][1]) & set(parts[1][1])
+        assert torch.equal(torch.cat([parts[0][0], parts[1][0]]), images)  # the same flips too
+
+
+def test_worker_processes_decode_the_same_batches(tmp_path: Path) -> None:
+    from mixreorg_edge.data.loader import WorkerBatches
+
+    samples = _samples(0, 12)
+    samples[5]["jpg"] = samples[5]["jpg"][:150]
+    _write_shard(tmp_path / "s.tar", samples)
+    direct = CaptionBatches(ImageTextShards(tmp_path), batch_size=4, image_size=SIZE, seed=1)
+    workers = CaptionBatches(ImageTextShards(tmp_path), batch_size=4, image_size=SIZE, seed=1)
+    loader = WorkerBatches(workers, start=2, workers=2)
+    for step in range(2, 8):
+        expected, got = direct.batch(step), loader.batch(step)
+        assert torch.equal(expected[0], got[0]) and expected[1] == got[1]
+    assert workers.corrupt == direct.corrupt == 1  # met in a worker, counted here
+    with pytest.raises(RuntimeError, match="asked for the batch of step 3"):
+        loader.batch(3)

@@ -45,14 +45,15 @@ def caption_keywords(caption: str, vocabulary: frozenset[str] | set[str]) -> lis
     return list(dict.fromkeys(w for w in words(caption) if w in vocabulary))
 
 
-def keyword_batch(captions: list[str], vocabulary: frozenset[str], per_caption: int) -> tuple[list[str], torch.Tensor]:
-    """The distinct keywords of a batch (up to `per_caption` per caption, chosen with torch's global RNG) and a
-    (captions, keywords) 0/1 matrix of which caption named which."""
+def keyword_batch(captions: list[str], vocabulary: frozenset[str], per_caption: int,
+                  generator: torch.Generator | None = None) -> tuple[list[str], torch.Tensor]:
+    """The distinct keywords of a batch (up to `per_caption` per caption, chosen with `generator`, else torch's
+    global RNG) and a (captions, keywords) 0/1 matrix of which caption named which."""
     chosen = []
     for caption in captions:
         found = caption_keywords(caption, vocabulary)
         if len(found) > per_caption:
-            found = [found[i] for i in sorted(torch.randperm(len(found))[:per_caption].tolist())]
+            found = [found[i] for i in sorted(torch.randperm(len(found), generator=generator)[:per_caption].tolist())]
         chosen.append(found)
     batch_words = list(dict.fromkeys(w for found in chosen for w in found))
     column = {w: i for i, w in enumerate(batch_words)}

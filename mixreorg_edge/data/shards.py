@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from webdataset.shardlists import expand_urls
 
 from .transforms import to_rgb8
 
@@ -39,19 +40,40 @@ class CorruptImageError(ValueError):
 
 
 def find_shards(data: Path | str) -> list[Path]:
-    """Return the sorted shards in ``data``: the file itself, ``data/*.tar`` or else ``data/train/*.tar``."""
+    """The shards `data` names: a shard, a folder (``data/*.tar`` or else ``data/train/*.tar``, sorted), a brace
+    pattern (``/data/cc12m/{00000..01242}.tar``, webdataset's convention) or a text file listing one shard a line
+    (relative paths from the list's folder; blank and ``#`` lines skipped). A pattern or list may name shards that
+    are missing: ImageTextShards reports and skips those."""
+    text = str(data)
+    if "{" in text and not Path(text).exists():
+        return [Path(name) for name in expand_urls(text)]
     data = Path(data)
     if not data.exists():
         raise FileNotFoundError(f"data directory not found: {data}")
     if data.is_file():
-        if data.suffix != ".tar":
-            raise ShardIndexError(f"not a .tar shard: {data}")
-        return [data]
+        return [data] if data.suffix == ".tar" else _listed_shards(data)
     for folder in (data, data / "train"):
         shards = sorted(p for p in folder.glob("*.tar") if p.is_file())
         if shards:
             return shards
     raise ShardIndexError(f"no .tar shards found in {data} or {data / 'train'}")
+
+
+def _listed_shards(listing: Path) -> list[Path]:
+    """The shards a text file lists, one a line."""
+    try:
+        lines = listing.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ShardIndexError(f"not a .tar shard nor a readable list of shards: {listing} ({err})") from None
+    names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not names:
+        raise ShardIndexError(f"the shard list {listing} names no shard")
+    return [listing.parent / name for name in names]
+
+
+def default_bad_shard_limit(shards: int) -> int:
+    """How many missing or unreadable shards a run tolerates by default: 1 % of those named (none of fewer than 100)."""
+    return shards // 100
 
 
 def _scan_members(path: Path) -> tuple[dict[str, dict[str, tuple[int, int]]], bool]:
@@ -98,27 +120,39 @@ class ImageTextShards:
 
     ``incomplete`` counts keys lacking an image or a caption; ``truncated_shards`` lists
     shards that end early (their complete members are still used). With ``require_caption=False`` (distillation
-    needs images only) samples without a caption are kept.
+    needs images only) samples without a caption are kept. Shards that are missing or unreadable are skipped and
+    listed in ``bad_shards`` (path, reason), up to ``max_bad_shards`` (default: `default_bad_shard_limit`); beyond
+    that the index fails. ``shards`` holds the shards read.
     """
 
-    def __init__(self, data: Path | str, require_caption: bool = True) -> None:
-        self.shards = find_shards(data)
+    def __init__(self, data: Path | str, require_caption: bool = True, max_bad_shards: int | None = None) -> None:
+        named = find_shards(data)
+        limit = default_bad_shard_limit(len(named)) if max_bad_shards is None else max_bad_shards
+        self.shards: list[Path] = []
+        self.bad_shards: list[tuple[Path, str]] = []
         self.incomplete = 0
         self.truncated_shards: list[Path] = []
         shard_ids: list[int] = []
         rows: list[tuple[int, int, int, int]] = []
-        for shard_id, path in enumerate(self.shards):
-            members, truncated = _scan_members(path)
+        for path in named:
+            try:
+                members, truncated = _scan_members(path)
+            except (OSError, ShardIndexError) as err:
+                self.bad_shards.append((path, getattr(err, "strerror", None) or str(err)))
+                if len(self.bad_shards) > limit:
+                    raise ShardIndexError(_bad_shards_message(self.bad_shards, len(named), limit)) from None
+                continue
             if truncated:
                 self.truncated_shards.append(path)
             samples = _complete_samples(members, require_caption)
             self.incomplete += len(members) - len(samples)
-            shard_ids.extend([shard_id] * len(samples))
+            shard_ids.extend([len(self.shards)] * len(samples))
+            self.shards.append(path)
             rows.extend(samples)
         if not rows:
             raise ShardIndexError(
-                f"no complete image+caption samples in {len(self.shards)} shard(s) under {data} "
-                f"({self.incomplete} incomplete)"
+                f"no complete image+caption samples in {len(named)} shard(s) under {data} "
+                f"({self.incomplete} incomplete, {len(self.bad_shards)} missing or unreadable)"
             )
         self._shard = np.asarray(shard_ids, dtype=np.int32)
         self._offsets = np.asarray(rows, dtype=np.int64)
@@ -157,6 +191,12 @@ class ImageTextShards:
                 handle.close()
 
 
+def _bad_shards_message(bad: list[tuple[Path, str]], named: int, limit: int) -> str:
+    listed = "; ".join(f"{path} ({reason})" for path, reason in bad[:3])
+    return (f"more than {limit} of {named} shards are missing or unreadable (--max-bad-shards): {listed}"
+            + (" ..." if len(bad) > 3 else ""))
+
+
 def decode_image(data: bytes, size: int) -> torch.Tensor:
     """Decode image bytes to a uint8 RGB tensor (3, size, size): short side resized to ``size``, then center crop."""
     if size <= 0:
@@ -180,23 +220,30 @@ def _resize_center_crop(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
-def _generator(tag: str, seed: int, n: int) -> torch.Generator:
+def step_generator(tag: str, seed: int, n: int) -> torch.Generator:
     """A generator whose seed is a hash of ``(tag, seed, n)``, so streams are independent."""
     digest = hashlib.blake2b(f"{tag}:{seed}:{n}".encode(), digest_size=8).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
 
 
 class CaptionBatches:
-    """Deterministic batches: batch(step) is a pure function of (seed, step). `prefetched(step)` gives the same
-    batch while the next one is decoded in a background thread (call `close()` when done)."""
+    """Deterministic batches: batch(step) is a pure function of (seed, step, rank). `prefetched(step)` gives the same
+    batch while the next one is decoded in a background thread (call `close()` when done).
 
-    def __init__(self, shards: ImageTextShards, batch_size: int, image_size: int, seed: int) -> None:
+    Under data parallelism a step's global batch is the `batch_size x world_size` next positions of the epoch's
+    permutation and rank r takes the r-th `batch_size` of them: the ranks read disjoint samples, together exactly
+    the one-process batch of the global size, so a run resumes exactly with any number of ranks. (A corrupt sample
+    is replaced by the positions after the rank's slice, which may repeat a neighbouring rank's sample.)"""
+
+    def __init__(self, shards: ImageTextShards, batch_size: int, image_size: int, seed: int, rank: int = 0,
+                 world_size: int = 1) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch size must be positive, got {batch_size}")
-        if len(shards) < batch_size:
-            raise ValueError(f"dataset has {len(shards)} samples, fewer than the batch size {batch_size}")
+        if len(shards) < batch_size * world_size:
+            raise ValueError(f"dataset has {len(shards)} samples, fewer than the batch size {batch_size * world_size}")
         self.shards = shards
         self.batch_size = batch_size
+        self.rank, self.world_size = rank, world_size
         self.image_size = image_size
         self.seed = seed
         self.corrupt = 0
@@ -217,12 +264,23 @@ class CaptionBatches:
             self.corrupt_indices = set(state["corrupt_indices"])
             self.corrupt = len(self.corrupt_indices)
 
+    @staticmethod
+    def merge_state_dicts(states: list[dict[str, list[int]]]) -> dict[str, list[int]]:
+        """One state from every rank's: the corrupt samples any rank met."""
+        return {"corrupt_indices": sorted({index for state in states for index in state["corrupt_indices"]})}
+
+    def note_corrupt(self, indices: Iterable[int]) -> None:
+        """Count corrupt samples met elsewhere (in a DataLoader worker)."""
+        with self._corrupt_lock:
+            self.corrupt_indices.update(indices)
+            self.corrupt = len(self.corrupt_indices)
+
     def _order(self, epoch: int) -> torch.Tensor:
         """The sample permutation of ``epoch`` (the last two are cached)."""
         if epoch not in self._orders:
             if len(self._orders) >= 2:
                 del self._orders[min(self._orders)]
-            self._orders[epoch] = torch.randperm(len(self.shards), generator=_generator("epoch", self.seed, epoch))
+            self._orders[epoch] = torch.randperm(len(self.shards), generator=step_generator("epoch", self.seed, epoch))
         return self._orders[epoch]
 
     def _sample_at(self, position: int) -> int:
@@ -250,14 +308,16 @@ class CaptionBatches:
             raise ValueError(f"step must be non-negative, got {step}")
         images: list[torch.Tensor] = []
         captions: list[str] = []
-        position = step * self.batch_size
+        start = self.rank * self.batch_size
+        position = step * self.batch_size * self.world_size + start
         while len(images) < self.batch_size:
             sample = self._decode(self._sample_at(position))
             position += 1
             if sample is not None:
                 images.append(sample[0])
                 captions.append(sample[1])
-        flips = torch.rand(self.batch_size, generator=_generator("flip", self.seed, step)) < 0.5
+        flips = torch.rand(self.batch_size * self.world_size, generator=step_generator("flip", self.seed, step)) < 0.5
+        flips = flips[start:start + self.batch_size]
         stacked = torch.stack(images)
         stacked[flips] = stacked[flips].flip(-1)
         return stacked, captions

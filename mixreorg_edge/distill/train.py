@@ -1,10 +1,13 @@
 """`distill`: teach a timm student the teacher's dense embeddings (feature distillation) and its per-location class
-distribution over a distillation vocabulary (logit distillation). Images only: no masks, no captions needed."""
+distribution over a distillation vocabulary (logit distillation). Images only: no masks, no captions needed. Under
+torchrun each rank trains on its share of every global batch (bf16 autocast and channels-last on CUDA)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -14,13 +17,17 @@ from ..checkpoint import fingerprint
 from ..data.keywords import caption_words
 from ..data.shards import ImageTextShards
 from ..data.transforms import normalize_uint8
+from ..distributed import on_main, process_group, world
+from ..run_log import check_tensorboard
 from ..runs import load_model, model_file
-from ..training import TrainConfig, TrainResult, default_device, prepare_run, run_training
+from ..training import (TrainConfig, TrainResult, channels_last, default_device, mixed_precision, prepare_run,
+                        run_training)
 from ..vocab import embed_class_names, get_templates, parse_classes, teacher_fingerprint
+from .global_norm import normalise_across_ranks
 from .losses import feature_loss, logit_loss
 from .student import DenseStudent, StudentConfig
 from .students import parse_student
-from .targets import teacher_targets
+from .targets import TeacherTargets, teacher_targets
 
 @dataclass
 class DistillConfig:
@@ -77,6 +84,13 @@ def writable_cache_dir(path: Path) -> Path:
     return path
 
 
+def _built_once(build: Callable[[], TeacherTargets]) -> TeacherTargets:
+    """Rank 0 builds the teacher-target cache (or finds it), then the other ranks load it: none computes it twice."""
+    built: list[TeacherTargets] = []
+    on_main(lambda: built.append(build()))
+    return built[0] if built else build()
+
+
 def distill(
     teacher_run: Path,
     student: str,
@@ -90,8 +104,35 @@ def distill(
     device: torch.device | None = None,
     show_progress: bool = True,
     stop_after: int | None = None,
+    max_bad_shards: int | None = None,
+    tensorboard: bool = False,
 ) -> TrainResult:
-    """Distil the teacher in `teacher_run` into `student` ("family[:size]") on the images under `data`."""
+    """Distil the teacher in `teacher_run` into `student` ("family[:size]") on the images `data` names (a folder, a
+    brace pattern or a list file); under torchrun every rank calls this with the same arguments. Up to
+    `max_bad_shards` missing or unreadable shards are skipped (default: 1 %); `tensorboard` writes RUN/tensorboard/."""
+    with process_group():
+        return _distill(teacher_run, student, data, out, train_cfg, distill_cfg, resume, cache_dir, backbone_weights,
+                        device, show_progress, stop_after, max_bad_shards, tensorboard)
+
+
+def _distill(
+    teacher_run: Path,
+    student: str,
+    data: Path,
+    out: Path,
+    train_cfg: TrainConfig | None,
+    distill_cfg: DistillConfig | None,
+    resume: bool,
+    cache_dir: Path | None,
+    backbone_weights: Path | None,
+    device: torch.device | None,
+    show_progress: bool,
+    stop_after: int | None,
+    max_bad_shards: int | None,
+    tensorboard: bool,
+) -> TrainResult:
+    if tensorboard:
+        check_tensorboard()
     student = str(parse_student(student))  # unknown names fail before any work; "family:size" is recorded
     train_cfg = train_cfg or default_train_config()
     distill_cfg = distill_cfg or DistillConfig()
@@ -101,7 +142,7 @@ def distill(
     if teacher_config.get("kind") != "teacher":
         raise ValueError(f"--teacher {teacher_run} is a {teacher_config.get('kind')} run, not a teacher")
     teacher = teacher.to(device)
-    shards = ImageTextShards(data, require_caption=False)
+    shards = ImageTextShards(data, require_caption=False, max_bad_shards=max_bad_shards)
     if distill_cfg.images > len(shards):  # recorded as used, not as asked: config.json says what was trained on
         distill_cfg.images = len(shards)
     image_size = teacher_config["teacher"]["image"]["image_size"]
@@ -126,24 +167,30 @@ def distill(
 
     words = distillation_vocabulary(shards, distill_cfg)  # before the targets: a bad vocabulary fails in seconds
     cache_dir = writable_cache_dir(cache_dir or model_file(teacher_run).parent / "cache")
-    targets = teacher_targets(teacher, shards, distill_cfg.images, image_size, distill_cfg.augment, cache_dir,
-                              show_progress)
+    targets = _built_once(partial(teacher_targets, teacher, shards, distill_cfg.images, image_size,
+                                  distill_cfg.augment, cache_dir, show_progress and world().is_main))
     vocabulary = embed_class_names(teacher, words, get_templates("simple")).to(device)
     scale = float(teacher.scale().detach())
     del teacher
 
     torch.manual_seed(train_cfg.seed)
-    model = DenseStudent(student_cfg, backbone_weights).to(device)
+    model = DenseStudent(student_cfg, backbone_weights)
+    model = model.to(device, memory_format=torch.channels_last) if device.type == "cuda" else model.to(device)
+    if world().size > 1:  # BatchNorm over the global batch: the objective of one process
+        normalise_across_ranks(model)
     generator_seed = train_cfg.seed * 1_000_003
     views = len(targets.images)
+    rank, global_batch = world().rank, train_cfg.global_batch_size or train_cfg.batch_size
 
     def step_fn(step: int) -> dict[str, torch.Tensor]:
-        epoch, offset = divmod(step * train_cfg.batch_size, views)
+        epoch, offset = divmod(step * global_batch, views)
         order = torch.randperm(views, generator=torch.Generator().manual_seed(generator_seed + epoch))
-        index = torch.cat([order, order])[offset : offset + train_cfg.batch_size]
-        images = normalize_uint8(targets.images[index].to(device))
+        index = torch.cat([order, order])[offset : offset + global_batch]  # the global batch; this rank's share:
+        index = index[rank * train_cfg.batch_size : (rank + 1) * train_cfg.batch_size]
+        images = channels_last(normalize_uint8(targets.images[index].to(device)))
         target = targets.embeddings[index].to(device).float()
-        dense = model.encode_dense(images)
+        with mixed_precision(device):
+            dense = model.encode_dense(images).float()
         if target.shape[-2:] != dense.shape[-2:]:
             target = F.interpolate(target, size=dense.shape[-2:], mode="bilinear", align_corners=False)
         terms = {"feature": feature_loss(dense, target)}
@@ -160,7 +207,9 @@ def distill(
         resume=resume,
         description=f"distill {student_cfg.student}",
         extra_metrics=lambda: {"targets_reused": targets.reused, "vocabulary_words": len(words),
-                               "corrupt_images": targets.skipped, "truncated_shards": len(shards.truncated_shards)},
+                               "corrupt_images": targets.skipped, "truncated_shards": len(shards.truncated_shards),
+                               "bad_shards": len(shards.bad_shards)},
         show_progress=show_progress,
         stop_after=stop_after,
+        tensorboard=tensorboard,
     )
