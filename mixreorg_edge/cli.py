@@ -155,7 +155,7 @@ def train_teacher_cmd(
     if variant is not None:
         apply_variant(teacher_cfg, variant)
     for option, value in (("--mix-fraction", mix_fraction), ("--image-width", image_width)):
-        if value is not None and (init_from is not None or resume):
+        if value is not None and (init_from is not None or (resume and not auto_resume)):  # auto: used if new
             raise ValueError(f"{option} applies to a new run; an --init-from or resumed run keeps its own")
     if mix_fraction is not None:
         if not teacher_cfg.mixing.enabled:

@@ -64,9 +64,9 @@ def _assert_close(curve: list[dict[str, float]], reference: list[dict[str, float
 
 @pytest.fixture(scope="module")
 def teacher_runs(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
-    """The same teacher run (global batch 16) on 1 process (started with --auto-resume: nothing to resume) and on 2."""
+    """The same teacher run (global batch 16) on 1 process and on 2."""
     root = tmp_path_factory.mktemp("ddp_teacher")
-    _run([*TEACHER, "--data", tiny_world, "--out", root / "one", "--batch-size", 16, "--auto-resume"])
+    _run([*TEACHER, "--data", tiny_world, "--out", root / "one", "--batch-size", 16])
     _run([*TEACHER, "--data", tiny_world, "--out", root / "two", "--batch-size", 8], processes=2)
     return {1: root / "one", 2: root / "two"}
 
@@ -84,7 +84,7 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes_on_any_number_of_process
     tiny_world: Path, teacher_runs: dict[int, Path], tmp_path: Path
 ) -> None:
     run = tmp_path / "cut"
-    args = [*TEACHER, "--data", tiny_world, "--out", run, "--batch-size", 8]
+    args = [*TEACHER, "--data", tiny_world, "--out", run, "--batch-size", 8, "--auto-resume"]  # what a job script runs
     job = subprocess.Popen(_command(args, 2), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 240
     while not ((run / METRICS_FILE).is_file() and (run / METRICS_FILE).stat().st_size):  # step 10 is logged
@@ -98,7 +98,7 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes_on_any_number_of_process
 
     elsewhere = tmp_path / "cut-on-one"
     shutil.copytree(run, elsewhere)
-    _run([*TEACHER[:1], "--data", tiny_world, "--out", run, "--auto-resume"], processes=2)
+    _run(args, processes=2)  # the job re-queued: the same command resumes
     assert _curve(run) == _curve(teacher_runs[2])  # exact: the same ranks, their batches and RNG restored
     _run([*TEACHER[:1], "--data", tiny_world, "--out", elsewhere, "--resume"], processes=1)
     train = json.loads((elsewhere / CONFIG_FILE).read_text())["train"]
