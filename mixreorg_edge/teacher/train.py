@@ -98,6 +98,8 @@ def _train_teacher(
     on_main(lambda: None if (Path(out) / VOCABULARY_FILE).is_file()  # a resumed run keeps its record
             else record_caption_vocabulary(out, shards, Path(parent) if parent else None))
     teacher_cfg, train_cfg = TeacherConfig.from_dict(config["teacher"]), TrainConfig.from_dict(config["train"])
+    if resume and teacher_cfg.mixing.enabled:  # the share of the global batch each rank now takes must split too
+        mixed_batch_size(train_cfg.batch_size, teacher_cfg.mixing.images, teacher_cfg.mixing.fraction)
     if model is None:  # a resumed run's architecture is its saved one
         torch.manual_seed(train_cfg.seed)
         model = MixReorgTeacher(teacher_cfg)
