@@ -369,6 +369,8 @@ def run_training(
                     "images_per_s": round(rate, 1),
                     "images_per_s_per_rank": round(rate / current.size, 1),
                     "grad_norm": round(float(grad_norm), 4),
+                    **({"peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)}
+                       if device.type == "cuda" else {}),
                     **(extra_metrics() if extra_metrics else {}),
                     **{name: round(value, 5) for name, value in values.items()},
                 }

@@ -23,6 +23,7 @@ def batch_norm(
     them."""
     if not (training and across_ranks and world().size > 1):
         return F.batch_norm(x, running_mean, running_var, training=training, momentum=momentum, eps=eps)
+    x = x.float()  # statistics in float32 under bf16 autocast, as autocast runs F.batch_norm
     dims = [0, *range(2, x.dim())]
     shape = (1, -1) + (1,) * (x.dim() - 2)
     count = x.numel() // x.shape[1] * world().size
