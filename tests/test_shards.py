@@ -231,7 +231,9 @@ def test_worker_processes_decode_the_same_batches(tmp_path: Path) -> None:
     _write_shard(tmp_path / "s.tar", samples)
     direct = CaptionBatches(ImageTextShards(tmp_path), batch_size=4, image_size=SIZE, seed=1)
     workers = CaptionBatches(ImageTextShards(tmp_path), batch_size=4, image_size=SIZE, seed=1)
+    rng = torch.get_rng_state()
     loader = WorkerBatches(workers, start=2, workers=2)
+    assert torch.equal(torch.get_rng_state(), rng)  # training's random draws are the same with workers as without
     for step in range(2, 8):
         expected, got = direct.batch(step), loader.batch(step)
         assert torch.equal(expected[0], got[0]) and expected[1] == got[1]

@@ -32,8 +32,9 @@ class WorkerBatches:
         if workers < 1:
             raise ValueError(f"DataLoader workers must be at least 1, got {workers}")
         self.batches = batches
+        # A generator of its own: the workers' seeds are not drawn from torch's global RNG, the model's stream
         loader: DataLoader[Any] = DataLoader(_StepBatches(batches), batch_size=None, sampler=itertools.count(start),
-                                             num_workers=workers, pin_memory=pin_memory)
+                                             num_workers=workers, pin_memory=pin_memory, generator=torch.Generator())
         self._batches = iter(loader)
 
     def batch(self, step: int) -> tuple[torch.Tensor, list[str]]:
