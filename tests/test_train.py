@@ -174,38 +174,56 @@ def test_a_model_file_that_does_not_fit_its_config_is_a_clear_error(tiny_teacher
         load_model(tmp_path / "run")
 
 
-def _linear_run(out: Path, steps: int, signal_at: int | None = None, resume: bool = False):
-    """A tiny run through the shared training engine; SIGTERM is sent to this process inside step `signal_at`."""
-    import signal
+_LINEAR_RUN = """
+import json, signal, sys
+from pathlib import Path
+import torch
+from mixreorg_edge.training import TrainConfig, TrainingInterrupted, prepare_run, run_training
 
-    from mixreorg_edge.training import TrainConfig, prepare_run, run_training
+out, steps, signal_at, resume = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "resume"
+torch.manual_seed(0)
+model = torch.nn.Linear(4, 1)
+cfg = TrainConfig(batch_size=4, lr=1e-2, warmup_steps=1, steps=steps, save_every=100, log_every=1, seed=0)
+config = prepare_run(out, {"kind": "test"}, cfg, resume)
 
-    torch.manual_seed(0)
-    model = torch.nn.Linear(4, 1)
-    cfg = TrainConfig(batch_size=4, lr=1e-2, warmup_steps=1, steps=steps, save_every=100, log_every=1, seed=0)
-    config = prepare_run(out, {"kind": "test"}, cfg, resume)
+def step_fn(step):
+    if step == signal_at:
+        signal.raise_signal(signal.SIGTERM)
+    x = torch.randn(4, 4, generator=torch.Generator().manual_seed(step)) + torch.randn(4)
+    return {"loss": (model(x) - 1).pow(2).mean()}
 
-    def step_fn(step: int) -> dict:
-        if step == signal_at:
-            signal.raise_signal(signal.SIGTERM)
-        x = torch.randn(4, 4, generator=torch.Generator().manual_seed(step)) + torch.randn(4)
-        return {"loss": (model(x) - 1).pow(2).mean()}
+try:
+    run_training(out, model, cfg, config, step_fn, resume=resume, show_progress=False)
+    print(json.dumps(None))
+except TrainingInterrupted as stop:
+    print(json.dumps({"message": str(stop), "exit_code": stop.exit_code, "step": stop.step}))
+"""
 
-    return run_training(out, model, cfg, config, step_fn, resume=resume, show_progress=False)
+
+def _linear_run(out: Path, steps: int, signal_at: int = -1, resume: bool = False) -> dict | None:
+    """A tiny run through the shared training engine, in a fresh interpreter; SIGTERM is sent to that process inside
+    step `signal_at`. Returns how it was interrupted (None: it finished). A fresh process because raising SIGTERM in
+    the pytest process crashed it (SIGSEGV, no Python traceback) once the whole suite had run before, never alone."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _LINEAR_RUN, str(out), str(steps), str(signal_at),
+                           "resume" if resume else "new"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_sigterm_saves_after_the_step_in_hand_and_resume_continues_exactly(tmp_path: Path) -> None:
     """Ctrl-C or SIGTERM used to end training silently, losing everything since the last --save-every checkpoint."""
-    from mixreorg_edge.training import TrainingInterrupted
-
-    _linear_run(tmp_path / "whole", steps=8)
-    with pytest.raises(TrainingInterrupted, match="saved at step 4; rerun with --resume") as stopped:
-        _linear_run(tmp_path / "cut", steps=8, signal_at=3)
-    assert stopped.value.exit_code == 143 and stopped.value.step == 4
+    assert _linear_run(tmp_path / "whole", steps=8) is None
+    stopped = _linear_run(tmp_path / "cut", steps=8, signal_at=3)
+    assert stopped is not None and "saved at step 4; rerun with --resume" in stopped["message"]
+    assert stopped["exit_code"] == 143 and stopped["step"] == 4
     from mixreorg_edge.checkpoint import load_model_state
 
     assert load_model_state(tmp_path / "cut" / MODEL_FILE)[1]["step"] == 4  # saved at once, though save_every is 100
-    _linear_run(tmp_path / "cut", steps=8, resume=True)
+    assert _linear_run(tmp_path / "cut", steps=8, resume=True) is None
     assert _losses(tmp_path / "cut") == _losses(tmp_path / "whole")
 
 
