@@ -232,11 +232,13 @@ def test_worker_processes_decode_the_same_batches(tmp_path: Path) -> None:
     direct = CaptionBatches(ImageTextShards(tmp_path), batch_size=4, image_size=SIZE, seed=1)
     workers = CaptionBatches(ImageTextShards(tmp_path), batch_size=4, image_size=SIZE, seed=1)
     rng = torch.get_rng_state()
-    loader = WorkerBatches(workers, start=2, workers=2)
-    assert torch.equal(torch.get_rng_state(), rng)  # training's random draws are the same with workers as without
-    for step in range(2, 8):
-        expected, got = direct.batch(step), loader.batch(step)
-        assert torch.equal(expected[0], got[0]) and expected[1] == got[1]
-    assert workers.corrupt == direct.corrupt == 1  # met in a worker, counted here
-    with pytest.raises(RuntimeError, match="asked for the batch of step 3"):
-        loader.batch(3)
+    with WorkerBatches(workers, start=2, workers=2) as loader:
+        assert torch.equal(torch.get_rng_state(), rng)  # training's random draws are the same with workers as without
+        for step in range(2, 8):
+            expected, got = direct.batch(step), loader.batch(step)
+            assert torch.equal(expected[0], got[0]) and expected[1] == got[1]
+        assert workers.corrupt == direct.corrupt == 1  # met in a worker, counted here
+        with pytest.raises(RuntimeError, match="asked for the batch of step 3"):
+            loader.batch(3)
+        processes = list(loader._batches._workers)
+    assert not any(process.is_alive() for process in processes)  # closed: no worker left decoding

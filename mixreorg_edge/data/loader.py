@@ -37,6 +37,17 @@ class WorkerBatches:
                                              num_workers=workers, pin_memory=pin_memory, generator=torch.Generator())
         self._batches = iter(loader)
 
+    def close(self) -> None:
+        """Stop the worker processes now, not whenever the iterator happens to be garbage-collected (an iterator kept
+        alive by a reference cycle, e.g. an exception's traceback, kept its forked workers running)."""
+        self._batches._shutdown_workers()
+
+    def __enter__(self) -> "WorkerBatches":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def batch(self, step: int) -> tuple[torch.Tensor, list[str]]:
         decoded, images, captions, corrupt = next(self._batches)
         if decoded != step:

@@ -114,9 +114,11 @@ def _train_teacher(
     vocabulary = frozenset(config.get("keywords", ()))
     # On CUDA the next batch is decoded while the GPU works; on a CPU the decoding thread takes cores from the step
     # (100 toy steps on 2 threads: 28 - 30 s without it, 35 - 36 s with it). Worker processes, when asked for.
+    loader = None
     if workers > 0:
         start = saved_step(Path(out) / STATE_FILE) if resume else 0
-        next_batch = WorkerBatches(batches, start, workers, pin_memory=device.type == "cuda").batch
+        loader = WorkerBatches(batches, start, workers, pin_memory=device.type == "cuda")
+        next_batch = loader.batch
     else:
         next_batch = batches.prefetched if device.type == "cuda" else batches.batch
 
@@ -151,6 +153,8 @@ def _train_teacher(
             tensorboard=tensorboard,
         )
     finally:
+        if loader is not None:
+            loader.close()
         batches.close()
 
 
