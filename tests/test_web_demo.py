@@ -196,6 +196,12 @@ def _swapped_vocabulary(artifact: Path, folder: Path, spec: dict) -> Path:
     return out
 
 
+def _seven_dimensional(path: Path) -> str:
+    """The vocabulary JSON at `path` cut to 7-dimensional embeddings: a vocabulary of another dimension."""
+    vocabulary = json.loads(path.read_text())
+    return json.dumps({**vocabulary, "embed_dim": 7, "embeddings": [row[:7] for row in vocabulary["embeddings"]]})
+
+
 def _broken_copies(artifacts: dict[str, Path], tmp_path: Path) -> dict[str, Path]:
     """Artifact folders a user could point the page at by mistake."""
     no_metadata = tmp_path / "no-metadata"
@@ -206,9 +212,7 @@ def _broken_copies(artifacts: dict[str, Path], tmp_path: Path) -> dict[str, Path
     shutil.copy(artifacts["embeddings"] / "model.onnx", mismatched / "model.onnx")
     other_dim = tmp_path / "other-dim"
     shutil.copytree(artifacts["embeddings"], other_dim)
-    vocabulary = json.loads((other_dim / "vocabulary.json").read_text())
-    vocabulary.update(embed_dim=7, embeddings=[row[:7] for row in vocabulary["embeddings"]])
-    (other_dim / "vocabulary.json").write_text(json.dumps(vocabulary))
+    (other_dim / "vocabulary.json").write_text(_seven_dimensional(other_dim / "vocabulary.json"))
     return {"metadata.json": no_metadata, "does not match metadata.json": mismatched, "7-dimensional": other_dim}
 
 
@@ -229,8 +233,7 @@ def test_bad_images_and_vocabularies_are_a_message_on_the_page(chromium, artifac
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
     other_dim = tmp_path / "other-dim.json"
-    vocabulary = json.loads((artifacts["embeddings"] / "vocabulary.json").read_text())
-    other_dim.write_text(json.dumps({**vocabulary, "embed_dim": 7, "embeddings": [r[:7] for r in vocabulary["embeddings"]]}))
+    other_dim.write_text(_seven_dimensional(artifacts["embeddings"] / "vocabulary.json"))
     with running_demo(artifacts["embeddings"]) as url:
         page = browser.open_demo(chromium, url)
         browser.segment(page, broken)
