@@ -70,6 +70,7 @@ def test_float_exports_round_trip_with_parity(target: str, precision: str, stude
     assert PARITY_KEYS <= parity.keys() and parity["images"] == PARITY_IMAGES
     assert parity["pixel_agreement"] >= (0.995 if precision == "fp32" else 0.97)
     assert metadata["status"] == "passed" and metadata["quantization"] is None
+    assert metadata["output"]["upsampling"] == get_target(target).upsampling  # parity's reference interpolates
     assert parity["miou"] == pytest.approx(parity["reference_miou"], abs=2.0 if precision == "fp16" else 0.01)
 
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..configs import config_from_dict
 from ..head import VocabularyHead
+from ..upsampling import UPSAMPLING, phases_to_pixels, subpixel_bilinear, upsampling_factor
 from ..vocab import Vocabulary
 from .decoder import FPNDecoder
 from .students import create_backbone, parse_student
@@ -69,20 +70,30 @@ class SegmentationModel(nn.Module):
     upsample to the input size -> label-set scores (background rule).
 
     `output="scores"`: (B, C, H, W) label-set scores (probabilities; GroupViT's scores under a fixed background
-    threshold, see head.py); `output="labels"`: (B, H, W) int64 argmax."""
+    threshold, see head.py); `output="labels"`: (B, H, W) int64 argmax. `upsampling="subpixel"` computes the same
+    labels with the upsample as a convolution into sub-pixel phases (see upsampling.py), which some runtimes run
+    faster; it applies to `labels` at an integer factor, the rest uses interpolate."""
 
-    def __init__(self, model: nn.Module, vocabulary: Vocabulary, output: str = "scores") -> None:
+    def __init__(self, model: nn.Module, vocabulary: Vocabulary, output: str = "scores",
+                 upsampling: str = "interpolate") -> None:
         super().__init__()
         _check_dense_model(model)
         if output not in OUTPUTS:
             raise ValueError(f"unknown output {output!r}; choose one of: {', '.join(OUTPUTS)}")
+        if upsampling not in UPSAMPLING:
+            raise ValueError(f"unknown upsampling {upsampling!r}; choose one of: {', '.join(UPSAMPLING)}")
         self.model = model
         self.head = VocabularyHead(vocabulary)
         self.output = output
+        self.upsampling = upsampling
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.head.logits(self.model.encode_dense(images))
-        logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        size = images.shape[-2:]
+        factor = upsampling_factor(logits.shape[-2:], size)
+        if self.output == "labels" and self.upsampling == "subpixel" and factor:
+            return phases_to_pixels(self.head.labels(subpixel_bilinear(logits, factor)), factor)
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return self.head.labels(logits) if self.output == "labels" else self.head.label_scores(logits)
 
 

@@ -12,6 +12,7 @@ command exits non-zero."""
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import shutil
 import tempfile
@@ -148,9 +149,11 @@ def export_artifact(request: ExportRequest, log=print) -> dict[str, Any]:
         accuracy = AccuracyControl(pairs, request.max_drop, num_classes,
                                    lambda out: output_labels(torch.from_numpy(out), request.output, head,
                                                              (size, size)).numpy())
-    graph = deployable.graph()
-    reference = copy.deepcopy(graph)  # what parity compares with: untouched by whatever the conversion does
-    job = ConversionJob(graph=graph, network=deployable.network, rebuild=deployable.graph, output=request.output,
+    graph = deployable.graph(upsampling=target.upsampling)
+    # what parity compares with: the plain graph (interpolate upsampling), untouched by whatever the conversion does
+    reference = copy.deepcopy(deployable.graph())
+    rebuild = functools.partial(deployable.graph, upsampling=target.upsampling)
+    job = ConversionJob(graph=graph, network=deployable.network, rebuild=rebuild, output=request.output,
                         example=example, precision=request.precision, calibration=calibration, accuracy=accuracy)
     out = Path(request.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -230,6 +233,8 @@ def _metadata(request: ExportRequest, target: ExportTarget, deployable: Deployab
         "parity": parity, "parity_data": str(Path(data).resolve()),
         "structure": structure, "created_utc": now_utc(),
     }
+    if request.output == "labels":
+        record["output"]["upsampling"] = target.upsampling  # inside the graph; the labels are the same either way
     if request.output == "scores":
         record["output"]["meaning"] = "probabilities over `labels` (background rule applied); label = argmax"
     if request.output == "embeddings":

@@ -56,12 +56,13 @@ class Deployable:
     vocabulary: Vocabulary
     output: str
 
-    def graph(self, network: nn.Module | None = None) -> nn.Module:
-        """The deployable graph on `network` (default: the run's own; a quantized copy goes here)."""
+    def graph(self, network: nn.Module | None = None, upsampling: str = "interpolate") -> nn.Module:
+        """The deployable graph on `network` (default: the run's own; a quantized copy goes here), its `labels`
+        upsampled as `upsampling` says (see upsampling.py)."""
         dense = DenseGraph(network if network is not None else self.network)
         if self.output == "embeddings":
             return EmbeddingModel(dense).eval()
-        return SegmentationModel(dense, self.vocabulary, output=self.output).eval()
+        return SegmentationModel(dense, self.vocabulary, output=self.output, upsampling=upsampling).eval()
 
     @property
     def description(self) -> dict[str, Any]:

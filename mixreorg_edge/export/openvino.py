@@ -19,6 +19,7 @@ class OpenVinoTarget(ExportTarget):
     precisions = ("fp32", "int8")
     default_precision = "fp32"
     packages = ("openvino", "nncf")
+    upsampling = "subpixel"  # 1.3 - 1.8x faster than its Interpolate at 448 px (benchmarks/upsampling.py)
 
     def convert(self, job: ConversionJob, path: Path) -> dict[str, Any]:
         import onnx

@@ -66,6 +66,9 @@ class ExportTarget(ABC):
     default_precision: ClassVar[str]
     outputs: ClassVar[tuple[str, ...]] = OUTPUT_KINDS
     packages: ClassVar[tuple[str, ...]]  # distributions whose versions are recorded in metadata.json
+    # how a `labels` graph upsamples its logits for this runtime (upsampling.py; benchmarks/upsampling.py measured
+    # which form each runtime runs faster)
+    upsampling: ClassVar[str] = "interpolate"
 
     def file_name(self, precision: str) -> str:
         """The model file's name for an artifact of `precision`."""
