@@ -47,7 +47,7 @@ def pt2e_int8(network: nn.Module, example: torch.Tensor, calibration: Sequence[t
 
     quantizer = XNNPACKQuantizer()
     quantizer.set_global(get_symmetric_quantization_config(is_per_channel=True))
-    graph = torch.export.export(network.eval(), (example,)).module()
+    graph = _without_higher_order_ops(torch.export.export(network.eval(), (example,))).module()
     dataset = nncf.Dataset(list(calibration))
     return quantize_pt2e(graph, quantizer, dataset, subset_size=len(calibration), fast_bias_correction=True)
 
@@ -97,6 +97,16 @@ def onnx_int8(model: Any, input_name: str, calibration: Sequence[torch.Tensor], 
         return lambda x: session.run(None, {input_name: x})[0]
 
     return _nncf_quantize(model, calibration, lambda x: {input_name: x.numpy()}, ignored, accuracy, runner)
+
+
+def _without_higher_order_ops(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """`program` with regions such as timm EfficientViT's `torch.autocast(enabled=False)` (exported as a
+    higher-order op on a sub-graph, which NNCF's FX graph builder cannot read) inlined by `run_decompositions({})`;
+    unchanged when it has none."""
+    graph = program.graph_module
+    has_subgraph = any(node.op == "get_attr" and isinstance(getattr(graph, str(node.target), None), torch.fx.GraphModule)
+                       for node in graph.graph.nodes)
+    return program.run_decompositions({}) if has_subgraph else program
 
 
 def openvino_int8(model: Any, calibration: Sequence[torch.Tensor], ignored: Sequence[str],

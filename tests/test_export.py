@@ -271,3 +271,35 @@ def test_quantize_records_miou_before_and_after(student: Path, tiny_world: Path,
     assert quantization["method"] == "nncf.quantize_with_accuracy_control" and quantization["max_drop"] == 1.0
     assert quantization["miou_after"] >= quantization["miou_before"] - 1.0
     assert "mIoU before" in result.output
+
+
+class _AutocastOffRegion(torch.nn.Module):
+    """A convolution, then a region with autocast disabled (as timm's EfficientViT attention has): torch.export
+    writes the region as a higher-order op on a sub-graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.proj = torch.nn.Conv2d(8, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = x.float().relu() * 2
+        return self.proj(x)
+
+
+def test_pt2e_int8_takes_an_autocast_free_region() -> None:
+    """NNCF's FX builder failed on the sub-graph ('GraphModule' object has no attribute 'shape'), which made every
+    EfficientViT int8 ExecuTorch / Core ML export fail; the region is inlined first."""
+    from mixreorg_edge.quantize import pt2e_int8
+
+    torch.manual_seed(0)
+    network = _AutocastOffRegion().eval()
+    example = torch.randn(1, 3, 16, 16)
+    quantized = pt2e_int8(network, example, [torch.randn(1, 3, 16, 16) for _ in range(4)])
+    targets = {str(node.target) for node in quantized.graph.nodes}
+    assert any("quantize_per" in target for target in targets)  # int8 quantize / dequantize pairs were inserted
+    with torch.no_grad():
+        agreement = torch.cosine_similarity(quantized(example).flatten(), network(example).flatten(), dim=0)
+    assert agreement > 0.99
