@@ -145,7 +145,8 @@ def _calibration_folder(request: BenchmarkRequest, config: dict[str, Any]) -> Pa
 def _export_key(request: BenchmarkRequest, run: Path, target: str, precision: str, size: int,
                 calib: Path | None) -> dict[str, Any]:
     return {"run": str(run.resolve()), "weights_sha256": weights_digest(run), "target": target, "precision": precision,
-            "upsampling": get_target(target).upsampling, "imgsz": size, "output": request.output, "label_set": request.label_set,
+            "upsampling": get_target(target).upsampling, "imgsz": size, "output": request.output,
+            "label_set": request.label_set,
             "data": str(request.data.resolve()), "parity_images": request.parity_images,
             "calib": str(calib.resolve()) if precision == "int8" and calib else None,
             "calib_images": request.calib_images if precision == "int8" else None}

@@ -19,7 +19,9 @@ class OpenVinoTarget(ExportTarget):
     precisions = ("fp32", "int8")
     default_precision = "fp32"
     packages = ("openvino", "nncf")
-    upsampling = "subpixel"  # 1.3 - 1.8x faster than its Interpolate at 448 px (benchmarks/upsampling.py)
+    # 1.3 - 1.7x faster than its Interpolate at 448 px, but 0.7x at 512 (benchmarks/upsampling.py): chosen at 448,
+    # the size latency is quoted at; a choice per input size is still to come
+    upsampling = "subpixel"
 
     def convert(self, job: ConversionJob, path: Path) -> dict[str, Any]:
         import onnx
