@@ -303,3 +303,52 @@ def test_pt2e_int8_takes_an_autocast_free_region() -> None:
     with torch.no_grad():
         agreement = torch.cosine_similarity(quantized(example).flatten(), network(example).flatten(), dim=0)
     assert agreement > 0.99
+
+
+class _LinearAttention(torch.nn.Module):
+    """A convolution, timm EfficientViT's ReLU linear attention (one of `FLOAT_MODULES`), a convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from timm.models.efficientvit_mit import LiteMLA
+
+        self.stem = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.attention = LiteMLA(16, 16, dim=8)
+        self.out = torch.nn.Conv2d(16, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.attention(self.stem(x)))
+
+
+def test_pt2e_int8_keeps_float_modules_in_float() -> None:
+    """The linear attention's convolutions compute in float; the layers around it are quantized."""
+    from mixreorg_edge.export.inspection import pt2e_float_layers
+    from mixreorg_edge.quantize import pt2e_int8
+
+    torch.manual_seed(0)
+    example = torch.randn(1, 3, 16, 16)
+    quantized = pt2e_int8(_LinearAttention().eval(), example, [torch.randn(1, 3, 16, 16) for _ in range(4)])
+    float_layers = pt2e_float_layers(quantized)
+    assert any(layer.startswith("conv2d: attention.") for layer in float_layers), float_layers
+    assert not any("stem" in layer or layer.startswith("conv2d: out") for layer in float_layers), float_layers
+
+
+def test_onnx_routes_keep_float_modules_in_float() -> None:
+    """`float_nodes` names the linear attention's nodes (ONNX, OpenVINO and TensorRT ignore them) and says why."""
+    from mixreorg_edge.export.inspection import onnx_float_layers
+    from mixreorg_edge.quantize import onnx_int8
+
+    torch.manual_seed(0)
+    example = torch.randn(1, 3, 16, 16)
+    model = torch.onnx.export(_LinearAttention().eval(), (example,), dynamo=True, input_names=["images"],
+                              verbose=False).model_proto
+    names, kept = onnx_target.float_nodes(model, "embeddings")
+    attention = {node.name for node in model.graph.node
+                 if any("attention" in prop.value for prop in node.metadata_props if prop.key == "namespace")}
+    assert names and set(names) <= attention
+    assert len(kept) == 1 and "LiteMLA" in kept[0]
+    quantized = onnx_int8(model, "images", [torch.randn(1, 3, 16, 16) for _ in range(4)], names)
+    float_convs = [layer for layer in onnx_float_layers(quantized) if layer.startswith("Conv")]
+    assert len(float_convs) >= 2  # the attention's qkv, aggregation and projection convolutions
+    convs = [node for node in quantized.graph.node if node.op_type == "Conv"]
+    assert len(float_convs) < len(convs)  # the stem and the output convolution are int8

@@ -25,6 +25,25 @@ def head_nodes(model: Any) -> list[str]:
     return [node.name for node in model.graph.node if "/model." not in scope(node)]
 
 
+def float_nodes(model: Any, output: str) -> tuple[list[str], list[str]]:
+    """What int8 quantization of an exported graph leaves in float: the names of the head's nodes (`head_nodes`,
+    unless the output is the embeddings) and of the nodes inside `FLOAT_MODULES`, and the record of why
+    (`quantization.float_kept`)."""
+    from ..quantize import FLOAT_HEAD, FLOAT_MODULES, float_modules_in
+
+    def classes(node: Any) -> list[str]:
+        return [prop.value for prop in node.metadata_props if prop.key == "pkg.torch.onnx.class_hierarchy"]
+
+    names, kept = (head_nodes(model), list(FLOAT_HEAD)) if output != "embeddings" else ([], [])
+    found: set[str] = set()
+    for node in model.graph.node:
+        inside = float_modules_in(classes(node))
+        if inside:
+            names.append(node.name)
+            found.update(inside)
+    return names, kept + [FLOAT_MODULES[name] for name in sorted(found)]
+
+
 def strip_debug_info(model: Any) -> Any:
     """Drop the exporter's per-node stack traces and intermediate shapes: they double an int8 file's size and an app
     needs neither."""
@@ -57,19 +76,18 @@ class OnnxTarget(ExportTarget):
     def convert(self, job: ConversionJob, path: Path) -> dict[str, Any]:
         import onnx
 
-        from ..quantize import FLOAT_HEAD, onnx_int8
+        from ..quantize import onnx_int8
         from .graph import Float16Compute
         from .inspection import onnx_float_layers
 
         graph = Float16Compute(job.graph) if job.precision == "fp16" else job.graph
         model, record = torch_to_onnx(graph, job), {}
         if job.precision == "int8":
-            float_head = head_nodes(model) if job.output != "embeddings" else []
-            model = onnx_int8(model, job.input_name, job.calibration.inputs, float_head, job.accuracy)
+            ignored, kept = float_nodes(model, job.output)
+            model = onnx_int8(model, job.input_name, job.calibration.inputs, ignored, job.accuracy)
             record = {"engine": "nncf", "method": "nncf.quantize_with_accuracy_control" if job.accuracy else
                       "nncf.quantize", "quantizer": "NNCF ONNX (QuantizeLinear / DequantizeLinear, per-channel "
-                      "weights)", "scheme": "W8A8", "float_kept": (list(FLOAT_HEAD) if float_head else [])
-                      + onnx_float_layers(model)}
+                      "weights)", "scheme": "W8A8", "float_kept": kept + onnx_float_layers(model)}
         onnx.save(strip_debug_info(model), str(path))
         return record
 

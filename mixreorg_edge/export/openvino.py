@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .onnx import head_nodes, torch_to_onnx
+from .onnx import float_nodes, torch_to_onnx
 from .target import ConversionJob, ExportTarget, Runner
 
 
@@ -27,18 +27,18 @@ class OpenVinoTarget(ExportTarget):
         import onnx
         import openvino
 
-        from ..quantize import FLOAT_HEAD, openvino_int8
+        from ..quantize import openvino_int8
 
         onnx_model = torch_to_onnx(job.graph, job)
         with tempfile.TemporaryDirectory() as folder:  # convert_model reads ONNX from a file
             onnx.save(onnx_model, f"{folder}/model.onnx")
             model, record = openvino.convert_model(f"{folder}/model.onnx"), {}
         if job.precision == "int8":
-            float_head = head_nodes(onnx_model) if job.output != "embeddings" else []
-            model = openvino_int8(model, job.calibration.inputs, float_head, job.accuracy)
+            ignored, kept = float_nodes(onnx_model, job.output)  # OpenVINO keeps ONNX's node names
+            model = openvino_int8(model, job.calibration.inputs, ignored, job.accuracy)
             record = {"engine": "nncf", "method": "nncf.quantize_with_accuracy_control" if job.accuracy else
                       "nncf.quantize", "quantizer": "NNCF OpenVINO (FakeQuantize, per-channel weights)",
-                      "scheme": "W8A8", "float_kept": list(FLOAT_HEAD) if float_head else []}
+                      "scheme": "W8A8", "float_kept": kept}
         openvino.save_model(model, str(path), compress_to_fp16=False)
         return record
 

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..quantize import FLOAT_HEAD, onnx_int8
-from .onnx import head_nodes, strip_debug_info, torch_to_onnx
+from ..quantize import onnx_int8
+from .onnx import float_nodes, strip_debug_info, torch_to_onnx
 from .target import CannotRun, ConversionJob, ExportTarget, Runner
 
 
@@ -57,8 +57,8 @@ class TensorRTTarget(ExportTarget):
         import tensorrt as trt
 
         model = torch_to_onnx(job.graph, job)
-        float_head = head_nodes(model) if job.output != "embeddings" else []
-        model = strip_debug_info(onnx_int8(model, job.input_name, job.calibration.inputs, float_head))
+        ignored, kept = float_nodes(model, job.output)
+        model = strip_debug_info(onnx_int8(model, job.input_name, job.calibration.inputs, ignored))
         logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(logger)
         network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
@@ -71,7 +71,7 @@ class TensorRTTarget(ExportTarget):
             raise RuntimeError("TensorRT could not build the int8 engine")
         path.write_bytes(bytes(engine))
         return {"engine": "nncf", "method": "nncf.quantize", "quantizer": "NNCF ONNX Q/DQ -> TensorRT explicit int8",
-                "scheme": "W8A8", "float_kept": list(FLOAT_HEAD) if float_head else []}
+                "scheme": "W8A8", "float_kept": kept}
 
     def load(self, path: Path, threads: int | None = None) -> Runner:
         reason = self.missing()
