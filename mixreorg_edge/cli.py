@@ -127,7 +127,7 @@ def train_teacher_cmd(
     seed: Optional[int] = typer.Option(None, "--seed", help="Override the preset's seed."),
     variant: Optional[str] = typer.Option(
         None, "--variant", help="MixReorg ablation variant: baseline | baseline-groupvit | +seg | +contextual | "
-        "+progressive | full | full-context1 (default: the preset's own: toy = +seg, vit-s = full)."),
+        "+progressive | full | full-context1 (default: the preset's own: toy = +contextual, vit-s = full)."),
     mix_fraction: Optional[float] = typer.Option(
         None, "--mix-fraction", help="Share of each batch's mixing groups that run the mixed and restoration "
         "branches (default 1: all); less makes a step cheaper."

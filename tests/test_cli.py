@@ -174,7 +174,7 @@ def test_help_shows_the_actual_defaults() -> None:
 
 def test_help_is_current_and_complete() -> None:
     """Every distill option says what it does and its default as the code has it; --variant no longer claims `full`
-    is the default (the toy preset is +seg); --version answers."""
+    is the default (the toy preset is +contextual); --version answers."""
     import re
 
     from mixreorg_edge.distill.train import DistillConfig, default_train_config
@@ -185,8 +185,8 @@ def test_help_is_current_and_complete() -> None:
     for option, default in (("--batch-size", train.batch_size), ("--feature-weight", config.feature_weight),
                             ("--logit-weight", config.logit_weight), ("--temperature", config.temperature)):
         assert re.search(rf"{option} \S+ [A-Z].*?\(default: {default:g}\)", distill_help), option
-    teacher_help = " ".join(_run("train-teacher", "--help").output.split())
-    assert "default: full)" not in teacher_help and "toy = +seg" in teacher_help
+    teacher_help = " ".join(_run("train-teacher", "--help").output.replace("│", " ").split())  # rich's box edges
+    assert "default: full)" not in teacher_help and "toy = +contextual" in teacher_help
     assert all(name in teacher_help for name in VARIANTS)
     result = _run("--version")
     assert result.exit_code == 0 and re.fullmatch(r"mixreorg-edge \d+\.\d+\.\d+\s*", result.output)
