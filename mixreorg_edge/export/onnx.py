@@ -16,13 +16,16 @@ if TYPE_CHECKING:
 OPSET = 18
 
 
+def _exporter_note(node: Any, key: str) -> str:
+    """One of the dynamo exporter's per-node metadata entries ("namespace": the module path,
+    "pkg.torch.onnx.class_hierarchy": the module classes), or "" where the node has none."""
+    return next((prop.value for prop in node.metadata_props if prop.key == key), "")
+
+
 def head_nodes(model: Any) -> list[str]:
     """Names of the nodes outside the dense network (the `model.` submodule of a deployable graph): the vocabulary
     head, upsampling and background rule, which quantization leaves in float."""
-    def scope(node: Any) -> str:
-        return next((prop.value for prop in node.metadata_props if prop.key == "namespace"), "")
-
-    return [node.name for node in model.graph.node if "/model." not in scope(node)]
+    return [node.name for node in model.graph.node if "/model." not in _exporter_note(node, "namespace")]
 
 
 def float_nodes(model: Any, output: str) -> tuple[list[str], list[str]]:
@@ -31,13 +34,10 @@ def float_nodes(model: Any, output: str) -> tuple[list[str], list[str]]:
     (`quantization.float_kept`)."""
     from ..quantize import FLOAT_HEAD, FLOAT_MODULES, float_modules_in
 
-    def classes(node: Any) -> list[str]:
-        return [prop.value for prop in node.metadata_props if prop.key == "pkg.torch.onnx.class_hierarchy"]
-
     names, kept = (head_nodes(model), list(FLOAT_HEAD)) if output != "embeddings" else ([], [])
     found: set[str] = set()
     for node in model.graph.node:
-        inside = float_modules_in(classes(node))
+        inside = float_modules_in([_exporter_note(node, "pkg.torch.onnx.class_hierarchy")])
         if inside:
             names.append(node.name)
             found.update(inside)
