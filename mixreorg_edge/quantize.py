@@ -38,10 +38,21 @@ def float_modules_in(class_names: Iterable[str]) -> list[str]:
     return [name for name in FLOAT_MODULES if any(name in class_name for class_name in class_names)]
 
 
+def float_kept(output: str, modules: Iterable[str]) -> list[str]:
+    """`quantization.float_kept`'s reasons, alike on every int8 route: the float head (unless the graph's output is
+    the embeddings) and, for each of the `FLOAT_MODULES` in `modules`, why it stays float."""
+    return (list(FLOAT_HEAD) if output != "embeddings" else []) + [FLOAT_MODULES[name] for name in sorted(set(modules))]
+
+
 def _traced_inside(node: torch.fx.Node) -> list[str]:
     """Qualified class names of the modules an exported FX node was traced inside."""
     return [kind if isinstance(kind, str) else f"{kind.__module__}.{kind.__qualname__}"
             for _, kind in (node.meta.get("nn_module_stack") or {}).values()]
+
+
+def pt2e_float_modules(graph: torch.fx.GraphModule) -> set[str]:
+    """The `FLOAT_MODULES` an exported (PT2E) graph's nodes were traced inside."""
+    return {name for node in graph.graph.nodes for name in float_modules_in(_traced_inside(node))}
 
 
 def _quiet_nncf() -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..quantize import FLOAT_HEAD, PT2E_QUANTIZER, pt2e_int8
+from ..quantize import PT2E_QUANTIZER, float_kept, pt2e_float_modules, pt2e_int8
 from .inspection import pt2e_float_layers
 from .target import ConversionJob, ExportTarget, Runner
 
@@ -34,8 +34,8 @@ class ExecuTorchTarget(ExportTarget):
             network = pt2e_int8(job.network, job.example, job.calibration.inputs)
             graph = job.simulated = job.rebuild(network)
             record = {"engine": "nncf", "method": "nncf.experimental.torch.fx.quantize_pt2e", "quantizer": PT2E_QUANTIZER,
-                      "scheme": "W8A8", "float_kept": (list(FLOAT_HEAD) if job.output != "embeddings" else [])
-                      + pt2e_float_layers(network)}
+                      "scheme": "W8A8",
+                      "float_kept": float_kept(job.output, pt2e_float_modules(network)) + pt2e_float_layers(network)}
         program = torch.export.export(graph.eval(), (job.example,))
         lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
         path.write_bytes(lowered.to_executorch().buffer)

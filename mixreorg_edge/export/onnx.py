@@ -32,16 +32,16 @@ def float_nodes(model: Any, output: str) -> tuple[list[str], list[str]]:
     """What int8 quantization of an exported graph leaves in float: the names of the head's nodes (`head_nodes`,
     unless the output is the embeddings) and of the nodes inside `FLOAT_MODULES`, and the record of why
     (`quantization.float_kept`)."""
-    from ..quantize import FLOAT_HEAD, FLOAT_MODULES, float_modules_in
+    from ..quantize import float_kept, float_modules_in
 
-    names, kept = (head_nodes(model), list(FLOAT_HEAD)) if output != "embeddings" else ([], [])
+    names = head_nodes(model) if output != "embeddings" else []
     found: set[str] = set()
     for node in model.graph.node:
         inside = float_modules_in([_exporter_note(node, "pkg.torch.onnx.class_hierarchy")])
         if inside:
             names.append(node.name)
             found.update(inside)
-    return names, kept + [FLOAT_MODULES[name] for name in sorted(found)]
+    return names, float_kept(output, found)
 
 
 def strip_debug_info(model: Any) -> Any:
