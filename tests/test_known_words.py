@@ -67,8 +67,8 @@ def test_an_init_from_run_keeps_its_parents_words(tiny_world: Path, tmp_path: Pa
 
 
 def test_the_shipped_teachers_record_is_every_word_of_the_caption_generator() -> None:
-    """The shipped teacher predates the record: its file was written from the caption generator, which wrote all its
-    training captions (its model.safetensors is not touched)."""
+    """The shipped teacher's record, the words found in its training captions, is every word the synthetic world's
+    caption generator writes, and the captions the generator writes stay within it."""
     vocabulary = synthetic_world_vocabulary()
     assert load_caption_vocabulary(shipped_teacher()) == set(vocabulary)
     config = json.loads((shipped_teacher() / "config.json").read_text())

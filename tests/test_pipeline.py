@@ -7,7 +7,6 @@ from rich.console import Console
 from mixreorg_edge.bench.host import cpu_generation
 from mixreorg_edge.pipeline import QUICKSTART_PRECISIONS, quickstart, runnable_targets, shipped_teacher
 from mixreorg_edge.runs import load_model
-from mixreorg_edge.teacher.ablation import apply_variant
 from mixreorg_edge.teacher.presets import get_preset
 
 SUMMARY_KEYS = {"teacher_run", "val_dir", "teacher_miou", "seconds", "student_run", "student_miou"}
@@ -78,11 +77,8 @@ def test_shipped_teacher_records_how_it_was_made() -> None:
         assert "train-teacher" in link["provenance"]["command"] and isinstance(link["train"]["seed"], int)
         link, links = link.get("init_from"), links + 1
     assert links >= 1
-    # trained with the `toy` preset as it stood, nothing changed by hand: its `+seg` rung, the preset until 2026-12-07
-    # (issue 31 retrains it with today's `+contextual` preset)
-    toy = json.loads(json.dumps(apply_variant(get_preset("toy")[0], "+seg").to_dict()))  # tuples as JSON lists
-    if "stem_centred" not in provenance["teacher"]["image"]:  # made before the centred stems (issue 31): the legacy
-        del toy["image"]["stem_centred"]
+    # trained with the current `toy` preset (centred stem included), nothing changed by hand
+    toy = json.loads(json.dumps(get_preset("toy")[0].to_dict()))  # tuples as JSON lists
     assert provenance["teacher"] == toy
     toy_eval = toy["eval"]
     assert config["teacher"]["eval"] == toy_eval
