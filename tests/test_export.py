@@ -323,8 +323,8 @@ class _LinearAttention(torch.nn.Module):
 def test_pt2e_int8_keeps_float_modules_in_float() -> None:
     """The linear attention's convolutions compute in float, and the record says why, as the ONNX routes' does; the
     layers around it are quantized."""
-    from mixreorg_edge.export.inspection import pt2e_float_layers
-    from mixreorg_edge.quantize import FLOAT_MODULES, float_kept, pt2e_float_modules, pt2e_int8
+    from mixreorg_edge.export.inspection import pt2e_float_kept, pt2e_float_layers
+    from mixreorg_edge.quantize import FLOAT_MODULES, pt2e_int8
 
     torch.manual_seed(0)
     example = torch.randn(1, 3, 16, 16)
@@ -333,7 +333,7 @@ def test_pt2e_int8_keeps_float_modules_in_float() -> None:
     assert any(layer.startswith("conv2d: attention.") for layer in float_layers), float_layers
     assert not any("stem" in layer or layer.startswith("conv2d: out") for layer in float_layers), float_layers
     reason = FLOAT_MODULES["timm.models.efficientvit_mit.LiteMLA"]
-    assert float_kept("embeddings", pt2e_float_modules(quantized)) == [reason]
+    assert pt2e_float_kept(quantized, "embeddings") == [reason, *float_layers]
 
 
 def test_onnx_routes_keep_float_modules_in_float() -> None:

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..quantize import PT2E_QUANTIZER, float_kept, pt2e_float_modules, pt2e_int8
-from .inspection import pt2e_float_layers
+from ..quantize import PT2E_QUANTIZER, pt2e_int8
+from .inspection import pt2e_float_kept
 from .target import INPUT_NAME, CannotRun, ConversionJob, ExportTarget, Runner
 
 DEPLOYMENT_TARGET = "iOS17"
@@ -58,7 +58,7 @@ class CoreMLTarget(ExportTarget):
                       PT2E_QUANTIZER + ", converted by coremltools to quantize / dequantize ops",
                       "scheme": "W8A8 (int8 weights and activations; not weight-only)",
                       "note": "coremltools' own PT2E quantizer does not import with torch 2.14",
-                      "float_kept": float_kept(job.output, pt2e_float_modules(network)) + pt2e_float_layers(network)}
+                      "float_kept": pt2e_float_kept(network, job.output)}
         program = _without_aliases(torch.export.export(graph.eval(), (job.example,)).run_decompositions({}))
         model = ct.convert(
             program, convert_to="mlprogram", minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..quantize import PT2E_QUANTIZER, float_kept, pt2e_float_modules, pt2e_int8
-from .inspection import pt2e_float_layers
+from ..quantize import PT2E_QUANTIZER, pt2e_int8
+from .inspection import pt2e_float_kept
 from .target import ConversionJob, ExportTarget, Runner
 
 
@@ -35,7 +35,7 @@ class ExecuTorchTarget(ExportTarget):
             graph = job.simulated = job.rebuild(network)
             record = {"engine": "nncf", "method": "nncf.experimental.torch.fx.quantize_pt2e", "quantizer": PT2E_QUANTIZER,
                       "scheme": "W8A8",
-                      "float_kept": float_kept(job.output, pt2e_float_modules(network)) + pt2e_float_layers(network)}
+                      "float_kept": pt2e_float_kept(network, job.output)}
         program = torch.export.export(graph.eval(), (job.example,))
         lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
         path.write_bytes(lowered.to_executorch().buffer)

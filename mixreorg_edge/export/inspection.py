@@ -7,6 +7,8 @@ from typing import Any
 
 from torch import nn
 
+from ..quantize import float_kept, pt2e_float_modules
+
 _PT2E_COMPUTE = ("conv2d", "linear", "matmul", "bmm", "scaled_dot_product_attention")
 _ONNX_COMPUTE = ("Conv", "MatMul", "Gemm")
 
@@ -31,6 +33,12 @@ def pt2e_float_layers(graph: nn.Module) -> list[str]:
             where = next(reversed(stack.values()))[0] if stack else node.name
             layers.append((op, where or "network"))
     return _summary(layers)
+
+
+def pt2e_float_kept(graph: nn.Module, output: str) -> list[str]:
+    """`quantization.float_kept` of a PT2E-quantized graph (ExecuTorch's and Core ML's int8 routes): why parts stay
+    in float (`quantize.float_kept`), then the compute layers that did (`pt2e_float_layers`)."""
+    return float_kept(output, pt2e_float_modules(graph)) + pt2e_float_layers(graph)
 
 
 def onnx_float_layers(model: Any) -> list[str]:
