@@ -462,7 +462,7 @@ def export_cmd(
     target: str = typer.Option(..., "--target", help=_TARGET_HELP),
     out: Path = typer.Option(..., "--out", help="Artifact folder to create (model file + metadata.json)."),
     precision: Optional[str] = typer.Option(
-        None, "--precision", help="fp32 | fp16 | int8 (default: the target's; int8 needs --calib)."),
+        None, "--precision", help="fp32 | fp16 | bf16 | int8 (default: the target's; int8 needs --calib)."),
     calib: Optional[Path] = typer.Option(
         None, "--calib", help="int8: training images (shards or an image folder), never the reported split."),
     num_samples: int = typer.Option(128, "--num-samples", help="int8: calibration images used."),
@@ -545,7 +545,7 @@ def benchmark_cmd(
                                                              "and the exports' parity check."),
     targets: str = typer.Option("all", "--targets", help="all, or a comma-separated list of: executorch, coreml, onnx, "
                                                          "openvino, tensorrt."),
-    precisions: str = typer.Option("fp32,int8", "--precisions", help="Comma-separated: fp32, fp16, int8 (each target "
+    precisions: str = typer.Option("fp32,int8", "--precisions", help="Comma-separated: fp32, fp16, bf16, int8 (each target "
                                                                      "gets those it takes)."),
     imgsz: Optional[list[int]] = typer.Option(
         None, "--imgsz", help="Input size in pixels; repeat for several (default: the model's evaluation size, where "

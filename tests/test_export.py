@@ -72,6 +72,27 @@ def test_float_exports_round_trip_with_parity(target: str, precision: str, stude
     assert metadata["status"] == "passed" and metadata["quantization"] is None
     assert metadata["output"]["upsampling"] == get_target(target).upsampling  # parity's reference interpolates
     assert parity["miou"] == pytest.approx(parity["reference_miou"], abs=2.0 if precision == "fp16" else 0.01)
+    if target == "openvino":  # run as checked: f32, not the CPU plugin's bf16 default where the processor has it
+        assert metadata["runtime_config"] == {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+def test_openvino_bf16_records_and_runs_its_precision(student: Path, tiny_world: Path, tmp_path: Path) -> None:
+    """A bf16 OpenVINO artifact is the fp32 IR that says to run in bf16 (metadata for an app, rt_info for `load`);
+    a processor without bf16 gets a structural check and the reason, never a silent f32 run called bf16."""
+    import openvino
+
+    from mixreorg_edge.export.openvino import compile_properties
+
+    metadata = export_artifact(_request(student, tiny_world, tmp_path / "a", "openvino", "bf16"), log=lambda _: None)
+    assert _check_artifact(tmp_path / "a", "bf16") == metadata
+    assert metadata["runtime_config"] == {"INFERENCE_PRECISION_HINT": "bf16"}
+    model = openvino.Core().read_model(str(tmp_path / "a" / metadata["model_file"]))
+    assert compile_properties(model, 2) == {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": 2}
+    reason = get_target("openvino").cannot_run("bf16")
+    if reason:
+        assert metadata["status"] == "passed structural check" and metadata["parity"] == f"not run: {reason}"
+    else:
+        assert metadata["status"] == "passed" and metadata["parity"]["pixel_agreement"] >= 0.97
 
 
 @pytest.mark.parametrize("target", ["executorch", "onnx", "openvino"])

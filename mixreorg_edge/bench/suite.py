@@ -145,7 +145,8 @@ def _calibration_folder(request: BenchmarkRequest, config: dict[str, Any]) -> Pa
 def _export_key(request: BenchmarkRequest, run: Path, target: str, precision: str, size: int,
                 calib: Path | None) -> dict[str, Any]:
     return {"run": str(run.resolve()), "weights_sha256": weights_digest(run), "target": target, "precision": precision,
-            "upsampling": get_target(target).upsampling, "imgsz": size, "output": request.output,
+            "upsampling": get_target(target).upsampling,
+            "runtime_config": get_target(target).runtime_config(precision), "imgsz": size, "output": request.output,
             "label_set": request.label_set,
             "data": str(request.data.resolve()), "parity_images": request.parity_images,
             "calib": str(calib.resolve()) if precision == "int8" and calib else None,
@@ -189,7 +190,7 @@ def ensure_artifact(request: BenchmarkRequest, run: Path, config: dict[str, Any]
     fields = {"artifact": str(folder), "size_mb": round(artifact_bytes(folder) / 1e6, 3), "_metadata": metadata,
               "status": PARITY_FAILED if metadata["status"] == "parity failed" else PASSED,
               "reason": metadata.get("failure")}
-    cannot = get_target(target).cannot_run()
+    cannot = get_target(target).cannot_run(precision)
     if cannot:
         fields.update(status=CANNOT_RUN, reason=cannot)
     return fields

@@ -44,7 +44,7 @@ class CoreMLTarget(ExportTarget):
     default_precision = "fp16"
     packages = ("coremltools", "torch")
 
-    def cannot_run(self) -> str | None:
+    def cannot_run(self, precision: str | None = None) -> str | None:
         return None if platform.system() == "Darwin" else "Core ML prediction needs macOS"
 
     def convert(self, job: ConversionJob, path: Path) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from ..head import VocabularyHead
 from ..metrics import SegmentationMetric
 from .target import Runner
 
-THRESHOLDS = {"fp32": 0.995, "fp16": 0.97, "int8": 0.97}  # minimum pixel agreement of the label maps
+THRESHOLDS = {"fp32": 0.995, "fp16": 0.97, "bf16": 0.97, "int8": 0.97}  # minimum pixel agreement of the label maps
 
 
 class ParityError(RuntimeError):

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # the runtime side (`load`) imports without torch: a benchmar
     from .images import CalibrationSet
 
 OUTPUT_KINDS = ("labels", "scores", "embeddings")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 TARGET_NAMES = ("executorch", "coreml", "onnx", "openvino", "tensorrt")
 INPUT_NAME = "images"  # every artifact's input; its output is named after its kind
 
@@ -78,9 +78,14 @@ class ExportTarget(ABC):
         """Why this host cannot export to this target (None: it can)."""
         return None
 
-    def cannot_run(self) -> str | None:
-        """Why this host cannot run this target's artifacts (None: it can)."""
+    def cannot_run(self, precision: str | None = None) -> str | None:
+        """Why this host cannot run this target's artifacts (of `precision`, where that matters; None: it can)."""
         return None
+
+    def runtime_config(self, precision: str) -> dict[str, str]:
+        """Properties an app must give the runtime when it loads an artifact of `precision` to run it as its parity
+        was checked (`metadata.json`'s `runtime_config`; none for most targets)."""
+        return {}
 
     @abstractmethod
     def convert(self, job: ConversionJob, path: Path) -> dict[str, Any]:

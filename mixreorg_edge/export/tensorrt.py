@@ -35,7 +35,7 @@ class TensorRTTarget(ExportTarget):
                 return f"TensorRT export needs {extra}: pip install -e \".[tensorrt]\""
         return None
 
-    def cannot_run(self) -> str | None:
+    def cannot_run(self, precision: str | None = None) -> str | None:
         return self.missing()
 
     def convert(self, job: ConversionJob, path: Path) -> dict[str, Any]:
