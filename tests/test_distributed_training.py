@@ -77,7 +77,8 @@ def test_two_processes_train_the_teacher_of_one_process(teacher_runs: dict[int, 
         assert (train["batch_size"], train["global_batch_size"]) == (batch, 16)
     _assert_close(_curve(teacher_runs[2]), _curve(teacher_runs[1]), TEACHER_TOLERANCE, TERM_TOLERANCE)
     row = json.loads((teacher_runs[2] / METRICS_FILE).read_text().splitlines()[-1])
-    assert row["images_per_s"] == pytest.approx(2 * row["images_per_s_per_rank"], abs=0.1)
+    # both rates are logged to 0.1, so twice the rounded per-rank rate may be off by up to 0.15 (126.3 vs 2 x 63.2)
+    assert row["images_per_s"] == pytest.approx(2 * row["images_per_s_per_rank"], abs=0.15 + 1e-9)
 
 
 def test_sigterm_saves_a_checkpoint_and_the_run_resumes_on_any_number_of_processes(
