@@ -70,8 +70,9 @@ class OpenVinoTarget(ExportTarget):
         core = openvino.Core()
         model = core.read_model(str(path))
         properties = compile_properties(model, threads)
-        if properties[_PRECISION_HINT] == "bf16" and self.cannot_run("bf16"):
-            raise CannotRun(self.cannot_run("bf16"))  # the plugin would silently run f32 instead
+        reason = self.cannot_run("bf16") if properties[_PRECISION_HINT] == "bf16" else None
+        if reason:
+            raise CannotRun(reason)  # the plugin would silently run f32 instead
         compiled = core.compile_model(model, "CPU", properties)
         return lambda x: compiled(np.ascontiguousarray(x, dtype=np.float32))[0]
 
