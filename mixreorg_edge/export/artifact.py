@@ -233,8 +233,8 @@ def _metadata(request: ExportRequest, target: ExportTarget, deployable: Deployab
         "parity": parity, "parity_data": str(Path(data).resolve()),
         "structure": structure, "created_utc": now_utc(),
     }
-    if target.runtime_config(request.precision):
-        record["runtime_config"] = target.runtime_config(request.precision)
+    if runtime_config := target.runtime_config(request.precision):
+        record["runtime_config"] = runtime_config
     if request.output == "labels":
         record["output"]["upsampling"] = target.upsampling  # inside the graph; the labels are the same either way
     if request.output == "scores":
